@@ -1,0 +1,43 @@
+# Two entry points (see README): `make search` and `make test`. Both set everything up first.
+PYTHON ?= python3
+VENV ?= .venv
+VENV_OPTS ?=
+TORCH_SPEC ?= torch==2.13.0
+SPACE ?= resnet50
+BUDGET ?= 4gflops
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.nasconv-installed
+
+.PHONY: setup data search test test-fast bench clean
+
+setup: $(STAMP) data
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV_OPTS) $(VENV)
+	@# A torch already in the environment (e.g. a user's CUDA build) is kept; otherwise the CPU build.
+	@$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q "$(TORCH_SPEC)"
+	$(BIN)/pip install -q -e ".[test,postgres]"
+	@touch $(STAMP)
+
+# Real Fashion-MNIST from Debian's package, when apt-get is there and the data is not.
+data:
+	@if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] && [ -z "$$NASCONV_DATA" ] \
+	    && command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) >/dev/null 2>&1 \
+	    || echo "note: could not install dataset-fashion-mnist; nasconv will look in --data-dir / NASCONV_DATA"; \
+	fi
+
+search: setup
+	$(BIN)/nasconv search --space $(SPACE) --budget $(BUDGET)
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow"
+
+bench: setup
+	$(BIN)/python benchmarks/ops_latency.py
+
+clean:
+	rm -rf $(VENV) *.egg-info

@@ -1,0 +1,33 @@
+"""Measured cost: what PyTorch itself counts, the reference the analytic model must equal."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from nasconv.ops._registry import Cost
+
+
+def count_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def measure_cost(module: nn.Module, input_shape: tuple[int, ...], *, batch: int = 1) -> Cost:
+    """Parameters (sum of numel) and MACs per image (FlopCounterMode FLOPs / 2 / batch).
+
+    ``input_shape`` is ``(C, H, W)``; the module is run in eval mode on zeros-like random input.
+    """
+    was_training = module.training
+    module.eval()
+    x = torch.randn(batch, *input_shape)
+    counter = FlopCounterMode(display=False)
+    try:
+        with torch.no_grad(), counter:
+            module(x)
+    finally:
+        module.train(was_training)
+    flops = counter.get_total_flops()
+    if flops % (2 * batch):
+        raise AssertionError(f"FLOP count {flops} is not a multiple of 2 x batch ({batch})")
+    return Cost(count_params(module), flops // (2 * batch))

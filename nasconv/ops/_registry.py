@@ -1,0 +1,174 @@
+"""Operator registry: name -> constructor, analytic cost and hyperparameter domain.
+
+Each operator family lives in its own module and registers an :class:`OpSpec` at import
+time; :mod:`nasconv.ops` imports them all. Adding an operator = adding one file.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from torch import nn
+
+from nasconv.errors import HyperparameterError, UnknownNameError
+
+
+@dataclass(frozen=True)
+class Cost:
+    """Integer cost of a layer or network, per image. ``macs`` = multiply-accumulates."""
+
+    params: int = 0
+    macs: int = 0
+
+    def __add__(self, other: "Cost") -> "Cost":
+        return Cost(self.params + other.params, self.macs + other.macs)
+
+    def __mul__(self, n: int) -> "Cost":
+        return Cost(self.params * n, self.macs * n)
+
+    __rmul__ = __mul__
+
+
+@dataclass(frozen=True)
+class Hyper:
+    """One hyperparameter of an operator: its default and what it means."""
+
+    default: Any
+    doc: str
+    type: type = int
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    """What the registry knows about one operator.
+
+    ``cls(in_channels, out_channels, kernel_size=3, stride=1, **hyper)`` builds it;
+    ``cost(in_channels, out_channels, kernel_size, height, width, stride, **hyper)`` returns
+    its exact :class:`Cost` for one ``height x width`` input image without building it.
+    ``cls.validate(in_channels, out_channels, kernel_size, stride, **hyper)`` raises
+    :class:`HyperparameterError` for hyperparameters that break the operator's rules.
+    """
+
+    name: str
+    cls: type[nn.Module]
+    cost: Callable[..., Cost]
+    hyper: dict[str, Hyper] = field(default_factory=dict)
+    summary: str = ""
+    paper: str = ""
+    #: hyperparameter settings that tests and benchmarks run (the first is the default row)
+    examples: tuple[dict[str, Any], ...] = ({},)
+
+
+_REGISTRY: dict[str, OpSpec] = {}
+
+
+def register_op(spec: OpSpec) -> OpSpec:
+    if spec.name in _REGISTRY:
+        raise ValueError(f"operator {spec.name!r} is registered twice")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def list_ops() -> list[str]:
+    """Names of every registered operator, in registration order."""
+    return list(_REGISTRY)
+
+
+def get_op(name: str) -> OpSpec:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise UnknownNameError("operator", name, list_ops()) from None
+
+
+def _check_hyper(spec: OpSpec, hyper: dict[str, Any]) -> dict[str, Any]:
+    unknown = sorted(set(hyper) - set(spec.hyper))
+    if unknown:
+        accepted = ", ".join(spec.hyper) or "none"
+        raise HyperparameterError(
+            f"{spec.name}: unknown hyperparameter {unknown[0]!r}; accepted: {accepted}"
+        )
+    return {k: hyper.get(k, h.default) for k, h in spec.hyper.items()}
+
+
+def validate_op(
+    name: str, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1, **hyper: Any
+) -> dict[str, Any]:
+    """Check hyperparameters for a shape; return them completed with defaults."""
+    spec = get_op(name)
+    full = _check_hyper(spec, hyper)
+    spec.cls.validate(in_channels, out_channels, kernel_size, stride, **full)
+    return full
+
+
+def create_op(
+    name: str, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1, **hyper: Any
+) -> nn.Module:
+    """Build operator ``name`` as a drop-in for ``nn.Conv2d(..., padding=k//2, bias=False)``."""
+    spec = get_op(name)
+    full = _check_hyper(spec, hyper)
+    return spec.cls(in_channels, out_channels, kernel_size, stride, **full)
+
+
+def op_cost(
+    name: str,
+    in_channels: int,
+    out_channels: int,
+    kernel_size: int,
+    height: int,
+    width: int,
+    stride: int = 1,
+    **hyper: Any,
+) -> Cost:
+    """Exact params and MACs of one operator applied to one ``height x width`` image."""
+    return _op_cost_cached(name, in_channels, out_channels, kernel_size, height, width, stride,
+                           tuple(sorted(hyper.items())))
+
+
+@functools.lru_cache(maxsize=65536)
+def _op_cost_cached(name, in_channels, out_channels, kernel_size, height, width, stride, hyper):
+    spec = get_op(name)
+    full = validate_op(name, in_channels, out_channels, kernel_size, stride, **dict(hyper))
+    return spec.cost(in_channels, out_channels, kernel_size, height, width, stride, **full)
+
+
+# --- small helpers shared by the operator files -------------------------------------------
+
+
+def check_conv_args(op: str, in_channels: int, out_channels: int, kernel_size: int, stride: int) -> None:
+    for key, value in (("in_channels", in_channels), ("out_channels", out_channels),
+                       ("kernel_size", kernel_size), ("stride", stride)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise HyperparameterError(f"{op}: {key} must be a positive integer, got {value!r}")
+    if kernel_size % 2 == 0:
+        raise HyperparameterError(f"{op}: kernel_size must be odd (padding k//2 keeps the size), got {kernel_size}")
+
+
+def require(op: str, ok: bool, key: str, rule: str, **values: Any) -> None:
+    """Raise the operator's ``HyperparameterError`` naming the hyperparameter and the rule."""
+    if not ok:
+        got = ", ".join(f"{k}={v!r}" for k, v in values.items())
+        raise HyperparameterError(f"{op}: {key}: {rule}, but got {got}")
+
+
+def out_size(size: int, kernel_size: int, stride: int) -> int:
+    """Output size of a conv with padding ``k // 2``."""
+    pad = kernel_size // 2
+    return (size + 2 * pad - kernel_size) // stride + 1
+
+
+def conv_cost(c_in: int, c_out: int, k: int, h_out: int, w_out: int, groups: int = 1, bias: bool = False) -> Cost:
+    """Cost of one ``nn.Conv2d`` given its output size (bias adds params, not MACs)."""
+    params = c_out * (c_in // groups) * k * k + (c_out if bias else 0)
+    return Cost(params, c_out * h_out * w_out * (c_in // groups) * k * k)
+
+
+def linear_cost(n_in: int, n_out: int, bias: bool = True) -> Cost:
+    return Cost(n_in * n_out + (n_out if bias else 0), n_in * n_out)
+
+
+def bn_cost(channels: int) -> Cost:
+    """BatchNorm: weight and bias are parameters; its arithmetic is element-wise (0 MACs)."""
+    return Cost(2 * channels, 0)
