@@ -20,5 +20,18 @@ from nasconv.ops._registry import (
 
 # Each import registers one operator family; the order is the order of `list_ops()`.
 from nasconv.ops import standard  # noqa: F401,E402  (standard, gc)
+from nasconv.ops import tied  # noqa: F401,E402  (tbc, tgc)
+from nasconv.ops import hetconv  # noqa: F401,E402  (hetconv)
+from nasconv.ops import igc  # noqa: F401,E402  (igc)
+from nasconv.ops import spconv  # noqa: F401,E402
+from nasconv.ops import dynamic  # noqa: F401,E402  (condconv, dynconv)
+from nasconv.ops.dynamic import set_temperature  # noqa: E402
+from nasconv.ops import ghost  # noqa: F401,E402  (ghost)
+from nasconv.ops import doconv  # noqa: F401,E402  (doconv)
+from nasconv.ops import scconv  # noqa: F401,E402  (scconv)
+from nasconv.ops import involution  # noqa: F401,E402  (involution)
+from nasconv.ops import splat  # noqa: F401,E402  (splat)
+from nasconv.ops import igcv3  # noqa: F401,E402  (igcv3)
 
-__all__ = ["Cost", "Hyper", "OpSpec", "create_op", "get_op", "list_ops", "op_cost", "register_op", "validate_op"]
+__all__ = ["Cost", "Hyper", "OpSpec", "create_op", "get_op", "list_ops", "op_cost", "register_op", "validate_op",
+           "set_temperature"]

@@ -87,9 +87,9 @@ def _check_hyper(spec: OpSpec, hyper: dict[str, Any]) -> dict[str, Any]:
     unknown = sorted(set(hyper) - set(spec.hyper))
     if unknown:
         accepted = ", ".join(spec.hyper) or "none"
-        raise HyperparameterError(
-            f"{spec.name}: unknown hyperparameter {unknown[0]!r}; accepted: {accepted}"
-        )
+        exc = HyperparameterError(f"{spec.name}: unknown hyperparameter {unknown[0]!r}; accepted: {accepted}")
+        exc.key = unknown[0]
+        raise exc
     return {k: hyper.get(k, h.default) for k, h in spec.hyper.items()}
 
 
@@ -150,7 +150,9 @@ def require(op: str, ok: bool, key: str, rule: str, **values: Any) -> None:
     """Raise the operator's ``HyperparameterError`` naming the hyperparameter and the rule."""
     if not ok:
         got = ", ".join(f"{k}={v!r}" for k, v in values.items())
-        raise HyperparameterError(f"{op}: {key}: {rule}, but got {got}")
+        exc = HyperparameterError(f"{op}: {key}: {rule}, but got {got}")
+        exc.key = key  # lets a space file error name the key path (stages[2].choices[4].blocks)
+        raise exc
 
 
 def out_size(size: int, kernel_size: int, stride: int) -> int:

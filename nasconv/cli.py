@@ -1,0 +1,273 @@
+"""The ``nasconv`` command. Each subcommand is a small function over the library API.
+
+Errors a user can cause end in one line on stderr and a non-zero exit: 2 for usage errors
+(unknown names, malformed values), 1 for the rest, 130 for Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from nasconv import __version__
+from nasconv.errors import NasconvError, UsageError
+
+BUDGET_HELP = ("cost limits, comma-separated: 4gflops, 800mflops, 4gmacs, 20mparams, 15ms. "
+               "1 FLOP = 1 multiply-add (the papers' convention: ResNet-50 = 4.1 GFLOPs), "
+               "so 4gflops = 4gmacs = 4e9 MACs per image")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2 (argparse prints the whole usage)
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def _print_json(obj: Any) -> None:
+    print(json.dumps(obj, indent=2, sort_keys=False))
+
+
+# --- ops --------------------------------------------------------------------------------------
+
+
+def _shape(text: str) -> tuple[int, int, int, int]:
+    try:
+        parts = tuple(int(p) for p in text.split(","))
+    except ValueError:
+        parts = ()
+    if len(parts) != 4 or min(parts) < 1:
+        raise UsageError(f"--shape must be C_IN,C_OUT,H,W (four positive integers), got {text!r}")
+    return parts  # type: ignore[return-value]
+
+
+def cmd_ops(args: argparse.Namespace) -> int:
+    from nasconv.budget import format_count
+    from nasconv.ops import get_op, list_ops, op_cost
+
+    c_in, c_out, h, w = _shape(args.shape)
+    ref = op_cost("standard", c_in, c_out, args.kernel, h, w, args.stride)
+    rows = []
+    for name in list_ops():
+        spec = get_op(name)
+        hyper = {k: v.default for k, v in spec.hyper.items()}
+        entry: dict[str, Any] = {"name": name, "summary": spec.summary, "paper": spec.paper,
+                                 "hyperparameters": {k: {"default": v.default, "doc": v.doc} for k, v in spec.hyper.items()}}
+        try:
+            cost = op_cost(name, c_in, c_out, args.kernel, h, w, args.stride)
+            entry.update(params=cost.params, macs=cost.macs,
+                         params_vs_standard=cost.params / ref.params, macs_vs_standard=cost.macs / ref.macs)
+        except NasconvError as exc:
+            entry.update(params=None, macs=None, error=str(exc))
+        entry["defaults"] = {k: v for k, v in hyper.items() if v is not None}
+        rows.append(entry)
+    if args.json:
+        _print_json({"shape": {"in_channels": c_in, "out_channels": c_out, "height": h, "width": w,
+                               "kernel_size": args.kernel, "stride": args.stride}, "ops": rows})
+        return 0
+    from nasconv._table import render_table
+
+    print(f"operators at {c_in}->{c_out}, {h}x{w}, k={args.kernel}, stride {args.stride} (default hyperparameters)")
+    table = []
+    for r in rows:
+        hp = ", ".join(f"{k}={v}" for k, v in r["defaults"].items()) or "-"
+        if r["params"] is None:
+            table.append([r["name"], hp, "n/a", "n/a", "", "", r["error"]])
+        else:
+            table.append([r["name"], hp, f"{r['params']:,}", f"{r['macs']:,}", f"{r['params_vs_standard']:.3f}",
+                          f"{r['macs_vs_standard']:.3f}", r["summary"]])
+    print(render_table(["op", "hyperparameters", "params", "MACs", "params/std", "MACs/std", "what"], table,
+                       align="llrrrrl"))
+    return 0
+
+
+# --- spaces, cost, sample -------------------------------------------------------------------
+
+
+def cmd_space_list(args: argparse.Namespace) -> int:
+    from nasconv.spaces import list_spaces, load_space
+
+    rows = []
+    for name in list_spaces():
+        s = load_space(name).summary()
+        rows.append({k: s[k] for k in ("name", "description", "resolution", "architectures", "min_macs", "max_macs",
+                                       "min_params", "max_params")} | {"baseline": s["baseline"]})
+    if args.json:
+        _print_json(rows)
+        return 0
+    from nasconv._table import render_table
+    from nasconv.budget import format_count
+
+    print(render_table(["space", "input", "architectures", "MACs (min..max)", "params (min..max)", "description"],
+                       [[r["name"], f"{r['resolution']}px", f"{r['architectures']:,}",
+                         f"{format_count(r['min_macs'])}..{format_count(r['max_macs'])}",
+                         f"{format_count(r['min_params'])}..{format_count(r['max_params'])}", r["description"]]
+                        for r in rows], align="lrrrrl"))
+    return 0
+
+
+def cmd_space_show(args: argparse.Namespace) -> int:
+    from nasconv.spaces import load_space
+
+    s = load_space(args.space).summary()
+    if args.json:
+        _print_json(s)
+        return 0
+    from nasconv._table import render_table
+
+    print(f"{s['name']}: {s['description']}")
+    print(f"source: {s['source']}; input {s['in_channels']}x{s['resolution']}x{s['resolution']}, "
+          f"{s['num_classes']} classes, stem {s['stem']['type']} ({s['stem']['width']} ch)")
+    rows = [[i, st["block"], st["stride"], ",".join(map(str, st["depths"])), ",".join(map(str, st["widths"])),
+             len(st["choices"]), " ".join(st["choices"])] for i, st in enumerate(s["stages"])]
+    print(render_table(["stage", "block", "stride", "depth", "width", "#ops", "operator choices"], rows,
+                       align="llrrrrl"))
+    print(f"architectures: {s['architectures']:,}")
+    print(f"MACs:   min {s['min_macs']:,}  max {s['max_macs']:,}  baseline {s['baseline']['macs']:,}")
+    print(f"params: min {s['min_params']:,}  max {s['max_params']:,}  baseline {s['baseline']['params']:,}")
+    return 0
+
+
+def load_arch(space: Any, arg: str):
+    """``baseline`` or a JSON file written by ``nasconv sample`` / ``export``; checked against the space."""
+    from nasconv.arch import ArchSpec
+    from nasconv.errors import SpaceError
+
+    if arg == "baseline":
+        return space.baseline()
+    try:
+        text = Path(arg).read_text()
+    except OSError as exc:
+        raise SpaceError(f"cannot read architecture file {arg}: {exc.strerror}") from None
+    arch = ArchSpec.from_json(text)
+    space.check_arch(arch)
+    return arch
+
+
+def cmd_cost(args: argparse.Namespace) -> int:
+    from nasconv.cost import estimate_cost
+    from nasconv.spaces import load_space
+
+    space = load_space(args.space)
+    arch = load_arch(space, args.arch)
+    cost = estimate_cost(arch, args.resolution)
+    out = {"space": space.name, "arch_hash": arch.arch_hash, "resolution": args.resolution or arch.resolution,
+           "ops": [s.op.label() for s in arch.stages], **cost.to_dict()}
+    if args.measure:
+        from nasconv.build import build_model
+        from nasconv.flops import measure_cost
+
+        res = args.resolution or arch.resolution
+        measured = measure_cost(build_model(arch), (arch.in_channels, res, res))
+        out["measured"] = {"params": measured.params, "macs": measured.macs}
+    if args.json:
+        _print_json(out)
+        return 0
+    from nasconv._table import render_table
+
+    print(f"{space.name} {arch.arch_hash}: {arch.ops_label()}  @ {out['resolution']}px")
+    rows = [[p["name"], f"{p['params']:,}", f"{p['macs']:,}"] for p in out["parts"]]
+    rows.append(["total", f"{cost.params:,}", f"{cost.macs:,}"])
+    if args.measure:
+        rows.append(["measured", f"{out['measured']['params']:,}", f"{out['measured']['macs']:,}"])
+    print(render_table(["part", "params", "MACs"], rows))
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from nasconv.budget import check_feasible, parse_budget
+    from nasconv.cost import estimate_cost
+    from nasconv.errors import BudgetError
+    from nasconv.spaces import load_space
+
+    space = load_space(args.space)
+    budget = parse_budget(args.budget)
+    check_feasible(budget, space.cost_bounds(), space.name)
+    rng = random.Random(args.seed)
+    for _ in range(args.tries):
+        arch = space.sample(rng)
+        cost = estimate_cost(arch)
+        if not budget.violations(macs=cost.macs, params=cost.params):
+            break
+    else:
+        raise BudgetError(f"no architecture within {budget.text} among {args.tries} random samples of {space.name}; "
+                          "raise the budget or --tries")
+    if args.json:
+        _print_json({"arch": arch.to_dict(), "arch_hash": arch.arch_hash, "params": cost.params, "macs": cost.macs})
+    else:
+        print(arch.to_json(indent=2))
+    return 0
+
+
+# --- parser -----------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="nasconv", description="Neural architecture search over efficient convolution operators.",
+                epilog=f"Budgets: {BUDGET_HELP}.")
+    p.add_argument("--version", action="version", version=f"nasconv {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    q = sub.add_parser("ops", help="list operators with their cost at one shape")
+    q.add_argument("--shape", default="256,256,14,14", help="C_IN,C_OUT,H,W (default: ResNet-50 stage 3)")
+    q.add_argument("--kernel", type=int, default=3)
+    q.add_argument("--stride", type=int, default=1, choices=(1, 2))
+    q.add_argument("--json", action="store_true", help="machine-readable output")
+    q.set_defaults(func=cmd_ops)
+
+    q = sub.add_parser("space", help="list or show search spaces")
+    ssub = q.add_subparsers(dest="space_command", metavar="{list,show}", parser_class=_Parser)
+    ssub.required = True
+    r = ssub.add_parser("list", help="the shipped spaces")
+    r.add_argument("--json", action="store_true")
+    r.set_defaults(func=cmd_space_list)
+    r = ssub.add_parser("show", help="stages, choices, size and cost range of one space")
+    r.add_argument("space", metavar="NAME|PATH")
+    r.add_argument("--json", action="store_true")
+    r.set_defaults(func=cmd_space_show)
+
+    q = sub.add_parser("cost", help="exact params and MACs of an architecture, per stage")
+    q.add_argument("--space", required=True, metavar="NAME|PATH")
+    q.add_argument("--arch", default="baseline", metavar="FILE.json|baseline")
+    q.add_argument("--resolution", type=int, default=None, help="input size (default: the space's)")
+    q.add_argument("--measure", action="store_true", help="also build the model and measure with FlopCounterMode")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=cmd_cost)
+
+    q = sub.add_parser("sample", help="a random architecture of a space as JSON", epilog=f"--budget: {BUDGET_HELP}.")
+    q.add_argument("--space", required=True, metavar="NAME|PATH")
+    q.add_argument("--seed", type=int, default=None)
+    q.add_argument("--budget", default=None, help="only architectures within this budget")
+    q.add_argument("--tries", type=int, default=10000, help=argparse.SUPPRESS)
+    q.add_argument("--json", action="store_true", help="arch, hash and cost as one object")
+    q.set_defaults(func=cmd_sample)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return int(args.func(args) or 0)
+    except NasconvError as exc:
+        print(f"nasconv: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("nasconv: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as exc:  # never a traceback for users; NASCONV_DEBUG=1 shows it
+        if os.environ.get("NASCONV_DEBUG"):
+            raise
+        msg = str(exc).splitlines()[0] if str(exc) else ""
+        print(f"nasconv: internal error: {type(exc).__name__}: {msg} (NASCONV_DEBUG=1 shows the traceback)",
+              file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

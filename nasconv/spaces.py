@@ -1,0 +1,390 @@
+"""Search spaces: YAML data files validated on load, with exact cost bounds and sampling.
+
+A space file names the backbone (stem, block type, stages) and, per stage, the operator
+choices with their hyperparameter grids; see ``search_spaces/resnet50.yaml``.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import math
+import random
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import yaml
+
+from nasconv.arch import BLOCKS, STEMS, ArchSpec, OpChoice, StageSpec
+from nasconv.build import BasicBlock, Bottleneck, _stem_size
+from nasconv.errors import HyperparameterError, NasconvError, SpaceError, UnknownNameError
+from nasconv.ops import get_op, validate_op
+from nasconv.ops._registry import Cost, bn_cost, conv_cost, linear_cost, out_size
+
+SPACE_SUFFIXES = (".yaml", ".yml")
+
+
+@dataclass(frozen=True)
+class StageSpace:
+    block: str
+    stride: int
+    expansion: int
+    depths: tuple[int, ...]
+    depth_default: int
+    widths: tuple[int, ...]
+    width_default: int
+    ops: tuple[OpChoice, ...]
+
+    @property
+    def size(self) -> int:
+        return len(self.depths) * len(self.widths) * len(self.ops)
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    name: str
+    description: str
+    resolution: int
+    in_channels: int
+    num_classes: int
+    stem: str
+    stem_width: int
+    stages: tuple[StageSpace, ...]
+    source: str = ""
+
+    # --- architectures --------------------------------------------------------------------
+    def make_arch(self, choices: Iterable[tuple[OpChoice, int, int]]) -> ArchSpec:
+        """Architecture from one (op, depth, width) per stage."""
+        stages = tuple(
+            StageSpec(block=st.block, depth=d, width=w, stride=st.stride, op=op, expansion=st.expansion)
+            for st, (op, d, w) in zip(self.stages, choices, strict=True)
+        )
+        return ArchSpec(space=self.name, resolution=self.resolution, in_channels=self.in_channels,
+                        num_classes=self.num_classes, stem=self.stem, stem_width=self.stem_width, stages=stages)
+
+    def baseline(self) -> ArchSpec:
+        """Plain convolution everywhere, default depth and width."""
+        std = OpChoice.make("standard")
+        return self.make_arch((std, st.depth_default, st.width_default) for st in self.stages)
+
+    def sample(self, rng: random.Random) -> ArchSpec:
+        return self.make_arch((rng.choice(st.ops), rng.choice(st.depths), rng.choice(st.widths))
+                              for st in self.stages)
+
+    @property
+    def size(self) -> int:
+        """Number of distinct architectures."""
+        return math.prod(st.size for st in self.stages)
+
+    def check_arch(self, arch: ArchSpec) -> None:
+        """Raise :class:`SpaceError` unless ``arch`` is one of this space's architectures."""
+        def bad(what: str) -> SpaceError:
+            return SpaceError(f"architecture does not belong to space {self.name!r}: {what}")
+
+        if arch.space != self.name:
+            raise bad(f"it names space {arch.space!r}")
+        for key in ("resolution", "in_channels", "num_classes", "stem", "stem_width"):
+            if getattr(arch, key) != getattr(self, key):
+                raise bad(f"{key} is {getattr(arch, key)!r}, the space has {getattr(self, key)!r}")
+        if len(arch.stages) != len(self.stages):
+            raise bad(f"it has {len(arch.stages)} stages, the space {len(self.stages)}")
+        for i, (s, st) in enumerate(zip(arch.stages, self.stages)):
+            if (s.block, s.stride, s.expansion) != (st.block, st.stride, st.expansion):
+                raise bad(f"stages[{i}] is a {s.block} stage of stride {s.stride}, the space's is "
+                          f"{st.block} of stride {st.stride}")
+            if s.depth not in st.depths:
+                raise bad(f"stages[{i}].depth {s.depth} is not one of {list(st.depths)}")
+            if s.width not in st.widths:
+                raise bad(f"stages[{i}].width {s.width} is not one of {list(st.widths)}")
+            if s.op not in st.ops:
+                labels = ", ".join(o.label() for o in st.ops[:12]) + (", ..." if len(st.ops) > 12 else "")
+                raise bad(f"stages[{i}].op {s.op.label()} is not a choice ({labels})")
+
+    # --- cost bounds ----------------------------------------------------------------------
+    def cost_bounds(self) -> dict[str, int]:
+        """Exact min and max of params and MACs over every architecture of the space."""
+        return _cost_bounds(self)
+
+    def summary(self) -> dict[str, Any]:
+        from nasconv.cost import estimate_cost
+
+        base = estimate_cost(self.baseline())
+        return {
+            "name": self.name, "description": self.description, "source": self.source,
+            "resolution": self.resolution, "in_channels": self.in_channels, "num_classes": self.num_classes,
+            "stem": {"type": self.stem, "width": self.stem_width},
+            "stages": [
+                {"block": st.block, "stride": st.stride, "depths": list(st.depths), "widths": list(st.widths),
+                 "choices": [o.label() for o in st.ops]}
+                for st in self.stages
+            ],
+            "architectures": self.size,
+            **self.cost_bounds(),
+            "baseline": {"params": base.params, "macs": base.macs},
+        }
+
+
+def _stage_cost(st: StageSpace, op: OpChoice, depth: int, width: int, c_in: int, h: int, w: int) -> tuple[Cost, int, int]:
+    total = Cost()
+    for i in range(depth):
+        cb, stride = (c_in, st.stride) if i == 0 else (width * st.expansion, 1)
+        if st.block == "bottleneck":
+            cost, h, w = Bottleneck.complexity(cb, width, stride, op, h, w, st.expansion)
+        else:
+            cost, h, w = BasicBlock.complexity(cb, width, stride, op, h, w)
+        total = total + cost
+    return total, h, w
+
+
+@functools.lru_cache(maxsize=64)
+def _cost_bounds(space: SearchSpace) -> dict[str, int]:
+    # Dynamic programming over stages; the state is the stage's output width, which is all that
+    # couples one stage's cost to the next one's (spatial sizes do not depend on choices).
+    res = space.resolution
+    k = 7 if space.stem == "imagenet" else 3
+    hs = out_size(res, k, 2 if space.stem == "imagenet" else 1)
+    stem = conv_cost(space.in_channels, space.stem_width, k, hs, hs) + bn_cost(space.stem_width)
+    h, w = _stem_size(space.stem, res, res)
+    out: dict[str, int] = {}
+    for field_ in ("params", "macs"):
+        best: dict[int, tuple[int, int]] = {space.stem_width: (getattr(stem, field_),) * 2}
+        hh, ww = h, w
+        for st in space.stages:
+            nxt: dict[int, tuple[int, int]] = {}
+            for c_in, (lo, hi) in best.items():
+                for op, depth, width in itertools.product(st.ops, st.depths, st.widths):
+                    cost, h2, w2 = _stage_cost(st, op, depth, width, c_in, hh, ww)
+                    v = getattr(cost, field_)
+                    c_out = width * st.expansion
+                    old = nxt.get(c_out, (math.inf, -math.inf))
+                    nxt[c_out] = (min(old[0], lo + v), max(old[1], hi + v))
+            best = nxt
+            hh, ww = h2, w2
+        lo = min(b[0] + getattr(linear_cost(c, space.num_classes), field_) for c, b in best.items())
+        hi = max(b[1] + getattr(linear_cost(c, space.num_classes), field_) for c, b in best.items())
+        out[f"min_{field_}"], out[f"max_{field_}"] = int(lo), int(hi)
+    return out
+
+
+# --- loading --------------------------------------------------------------------------------
+
+
+def list_spaces() -> list[str]:
+    """Names of the spaces shipped with nasconv."""
+    root = resources.files("nasconv.search_spaces")
+    return sorted(p.name.rsplit(".", 1)[0] for p in root.iterdir() if p.name.endswith(SPACE_SUFFIXES))
+
+
+def load_space(name_or_path: str | Path) -> SearchSpace:
+    """A shipped space by name (``resnet50``) or a user's YAML file by path."""
+    text, source = _read_space(str(name_or_path))
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise SpaceError(f"{source}: not valid YAML: {str(exc).splitlines()[0]}") from None
+    return _cached_parse(_freeze(data), source)
+
+
+def _read_space(arg: str) -> tuple[str, str]:
+    path = Path(arg)
+    if arg.endswith(SPACE_SUFFIXES) or "/" in arg:
+        try:
+            return path.read_text(), str(path)
+        except OSError as exc:
+            raise SpaceError(f"cannot read space file {arg}: {exc.strerror}") from None
+    root = resources.files("nasconv.search_spaces")
+    for suffix in SPACE_SUFFIXES:
+        f = root / f"{arg}{suffix}"
+        if f.is_file():
+            return f.read_text(), f"{arg}{suffix}"
+    raise UnknownNameError("space", arg, list_spaces())
+
+
+def _freeze(x: Any) -> Any:
+    if isinstance(x, dict):
+        return tuple((k, _freeze(v)) for k, v in x.items())
+    if isinstance(x, list):
+        return ("__list__",) + tuple(_freeze(v) for v in x)
+    return x
+
+
+def _thaw(x: Any) -> Any:
+    if isinstance(x, tuple):
+        if x and x[0] == "__list__":
+            return [_thaw(v) for v in x[1:]]
+        return {k: _thaw(v) for k, v in x}
+    return x
+
+
+@functools.lru_cache(maxsize=32)
+def _cached_parse(frozen: Any, source: str) -> SearchSpace:
+    return parse_space(_thaw(frozen), source=source)
+
+
+class _Path:
+    """Builds key paths for error messages: ``stages[2].choices[4].blocks``."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def error(self, path: str, msg: str) -> SpaceError:
+        return SpaceError(f"{self.source}: {path}: {msg}")
+
+
+def _req(data: Mapping[str, Any], key: str, kind: type | tuple, where: _Path, path: str = "") -> Any:
+    full = f"{path}.{key}" if path else key
+    if key not in data:
+        raise where.error(full, "missing")
+    value = data[key]
+    if not isinstance(value, kind) or isinstance(value, bool):
+        name = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise where.error(full, f"must be {name}, got {value!r}")
+    return value
+
+
+TOP_KEYS = {"name", "description", "resolution", "in_channels", "num_classes", "stem", "block", "expansion",
+            "choices", "stages"}
+STAGE_KEYS = {"depth", "width", "stride", "choices"}
+
+
+def parse_space(data: Any, *, source: str = "<space>") -> SearchSpace:
+    where = _Path(source)
+    if not isinstance(data, dict):
+        raise SpaceError(f"{source}: a space file must be a mapping")
+    for key in data:
+        if key not in TOP_KEYS:
+            raise where.error(str(key), f"unknown key; accepted: {', '.join(sorted(TOP_KEYS))}")
+    name = _req(data, "name", str, where)
+    resolution = _req(data, "resolution", int, where)
+    in_channels = _req(data, "in_channels", int, where)
+    num_classes = _req(data, "num_classes", int, where)
+    stem = _req(data, "stem", dict, where)
+    stem_type = _req(stem, "type", str, where, "stem")
+    stem_width = _req(stem, "width", int, where, "stem")
+    if stem_type not in STEMS:
+        raise where.error("stem.type", f"must be one of {', '.join(STEMS)}, got {stem_type!r}")
+    block = _req(data, "block", str, where)
+    if block not in BLOCKS:
+        raise where.error("block", f"must be one of {', '.join(BLOCKS)}, got {block!r}")
+    expansion = data.get("expansion", 4 if block == "bottleneck" else 1)
+    if block == "basic" and expansion != 1:
+        raise where.error("expansion", "basic blocks have expansion 1")
+    default_choices = data.get("choices")
+    stages_data = _req(data, "stages", list, where)
+    if not stages_data:
+        raise where.error("stages", "at least one stage is needed")
+
+    stages: list[StageSpace] = []
+    prev_widths = (stem_width,)
+    h, _ = _stem_size(stem_type, resolution, resolution)
+    for i, sd in enumerate(stages_data):
+        p = f"stages[{i}]"
+        if not isinstance(sd, dict):
+            raise where.error(p, "must be a mapping with depth, width, stride")
+        for key in sd:
+            if key not in STAGE_KEYS:
+                raise where.error(f"{p}.{key}", f"unknown key; accepted: {', '.join(sorted(STAGE_KEYS))}")
+        depths, d_default = _grid(sd.get("depth"), f"{p}.depth", where, multipliers=False)
+        widths, w_default = _grid(sd.get("width"), f"{p}.width", where, multipliers=True)
+        stride = _req(sd, "stride", int, where, p)
+        if stride not in (1, 2):
+            raise where.error(f"{p}.stride", f"must be 1 or 2, got {stride}")
+        choices_data = sd.get("choices", default_choices)
+        choices_path = f"{p}.choices"
+        if choices_data is None:
+            raise where.error(choices_path, "no operator choices (give `choices` at the top or per stage)")
+        ops = _parse_choices(choices_data, choices_path, where)
+        # Every operator choice must fit every convolution it replaces in this stage, for every
+        # width choice: caught here, not at build time.
+        shapes = set()
+        for w in widths:
+            if block == "bottleneck":
+                shapes |= {(w, w, stride), (w, w, 1)}
+            else:
+                shapes |= {(c, w, stride) for c in prev_widths} | {(w, w, 1)}
+        for j, op in enumerate(ops):
+            for c_in, c_out, s in sorted(shapes):
+                try:
+                    validate_op(op.name, c_in, c_out, 3, s, **op.kwargs)
+                except HyperparameterError as exc:
+                    key = getattr(exc, "key", None)
+                    idx = _choice_index(choices_data, op)
+                    path = f"{choices_path}[{idx}]" + (f".{key}" if key else "")
+                    raise where.error(path, f"{exc} (in a {c_in}->{c_out} stride-{s} conv)") from None
+        stages.append(StageSpace(block, stride, expansion, depths, d_default, widths, w_default, ops))
+        prev_widths = tuple(w * expansion for w in widths)
+        h = out_size(h, 3, stride)
+        if h < 1:
+            raise where.error(p, f"the resolution {resolution} is too small for this many strided stages")
+    return SearchSpace(name, str(data.get("description", "")), resolution, in_channels, num_classes,
+                       stem_type, stem_width, tuple(stages), source)
+
+
+def _choice_index(choices_data: list, op: OpChoice) -> int:
+    for j, c in enumerate(choices_data):
+        if (c if isinstance(c, str) else c.get("op")) == op.name:
+            return j
+    return 0
+
+
+def _grid(value: Any, path: str, where: _Path, *, multipliers: bool) -> tuple[tuple[int, ...], int]:
+    """``3`` or ``{choices: [2, 3, 4], default: 3}`` or, for widths, ``{base: 64, multipliers: [...]}``."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 1:
+            raise where.error(path, f"must be >= 1, got {value}")
+        return (value,), value
+    if not isinstance(value, dict):
+        raise where.error(path, f"must be an integer or a mapping with `choices`, got {value!r}")
+    if multipliers and "base" in value:
+        base = _req(value, "base", int, where, path)
+        mults = value.get("multipliers")
+        if not isinstance(mults, list) or not mults:
+            raise where.error(f"{path}.multipliers", "must be a non-empty list of numbers")
+        choices = []
+        for m in mults:
+            if not isinstance(m, (int, float)) or m <= 0 or not float(base * m).is_integer():
+                raise where.error(f"{path}.multipliers", f"{m!r} x {base} must be a positive whole number")
+            choices.append(int(base * m))
+        default = int(base * value.get("default", 1))
+    else:
+        choices = value.get("choices")
+        if not isinstance(choices, list) or not choices or not all(isinstance(c, int) and c >= 1 for c in choices):
+            raise where.error(f"{path}.choices", "must be a non-empty list of positive integers")
+        default = value.get("default", choices[0])
+    if default not in choices:
+        raise where.error(f"{path}.default", f"{default!r} is not one of the choices {choices}")
+    return tuple(dict.fromkeys(choices)), default
+
+
+def _parse_choices(data: Any, path: str, where: _Path) -> tuple[OpChoice, ...]:
+    if not isinstance(data, list) or not data:
+        raise where.error(path, "must be a non-empty list of operators")
+    ops: list[OpChoice] = []
+    for j, item in enumerate(data):
+        p = f"{path}[{j}]"
+        if isinstance(item, str):
+            item = {"op": item}
+        if not isinstance(item, dict) or not isinstance(item.get("op"), str):
+            raise where.error(p, f"must be an operator name or a mapping with `op`, got {item!r}")
+        try:
+            spec = get_op(item["op"])
+        except NasconvError as exc:
+            raise where.error(f"{p}.op", str(exc)) from None
+        grid: dict[str, list[Any]] = {}
+        for key, value in item.items():
+            if key == "op":
+                continue
+            if key not in spec.hyper:
+                raise where.error(f"{p}.{key}", f"unknown hyperparameter of {spec.name}; accepted: "
+                                                f"{', '.join(spec.hyper) or 'none'}")
+            values = value if isinstance(value, list) else [value]
+            if not values:
+                raise where.error(f"{p}.{key}", "empty list of values")
+            grid[key] = values
+        for combo in itertools.product(*grid.values()):
+            op = OpChoice.make(spec.name, dict(zip(grid, combo)))
+            if op not in ops:
+                ops.append(op)
+    return tuple(ops)
