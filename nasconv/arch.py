@@ -11,7 +11,7 @@ from typing import Any, Mapping
 from nasconv.errors import SpaceError
 
 BLOCKS = ("basic", "bottleneck")
-STEMS = ("imagenet", "cifar")
+STEMS = ("imagenet", "small", "cifar")
 FORMAT_VERSION = 1
 
 

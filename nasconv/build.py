@@ -109,7 +109,19 @@ def _stem_size(stem: str, h: int, w: int) -> tuple[int, int]:
     if stem == "imagenet":  # 7x7/2 conv, then 3x3/2 max-pool with padding 1
         h, w = out_size(h, 7, 2), out_size(w, 7, 2)
         return out_size(h, 3, 2), out_size(w, 3, 2)
+    if stem == "small":  # 3x3/2 conv
+        return out_size(h, 3, 2), out_size(w, 3, 2)
     return h, w
+
+
+def stem_cost(stem: str, c_in: int, width: int, res: int) -> Cost:
+    k, s = STEM_CONV[stem]
+    h = out_size(res, k, s)
+    return conv_cost(c_in, width, k, h, h) + bn_cost(width)
+
+
+#: stem type -> (kernel, stride) of its convolution
+STEM_CONV = {"imagenet": (7, 2), "small": (3, 2), "cifar": (3, 1)}
 
 
 class ConvNet(nn.Module):
@@ -124,6 +136,9 @@ class ConvNet(nn.Module):
         if arch.stem == "imagenet":
             self.conv1 = nn.Conv2d(in_channels, arch.stem_width, 7, 2, 3, bias=False)
             self.maxpool: nn.Module = nn.MaxPool2d(3, 2, 1)
+        elif arch.stem == "small":
+            self.conv1 = nn.Conv2d(in_channels, arch.stem_width, 3, 2, 1, bias=False)
+            self.maxpool = nn.Identity()
         else:
             self.conv1 = nn.Conv2d(in_channels, arch.stem_width, 3, 1, 1, bias=False)
             self.maxpool = nn.Identity()
@@ -180,10 +195,7 @@ def network_cost(arch: ArchSpec, resolution: int | None = None, *, num_classes: 
     """Analytic cost of the whole network and its parts (stem, layer1.., head)."""
     res = resolution or arch.resolution
     c_in = in_channels or arch.in_channels
-    k_stem = 7 if arch.stem == "imagenet" else 3
-    h, w = out_size(res, k_stem, 2 if arch.stem == "imagenet" else 1), 0
-    w = h
-    parts = [("stem", conv_cost(c_in, arch.stem_width, k_stem, h, w) + bn_cost(arch.stem_width))]
+    parts = [("stem", stem_cost(arch.stem, c_in, arch.stem_width, res))]
     h, w = _stem_size(arch.stem, res, res)
     c = arch.stem_width
     for i, stage in enumerate(arch.stages):

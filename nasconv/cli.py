@@ -7,6 +7,7 @@ Errors a user can cause end in one line on stderr and a non-zero exit: 2 for usa
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import random
@@ -202,6 +203,93 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- evaluate -------------------------------------------------------------------------------
+
+
+def add_eval_args(q: argparse.ArgumentParser) -> None:
+    """Evaluation settings shared by ``evaluate`` and ``search``."""
+    from nasconv.evaluate import PROXIES
+
+    g = q.add_argument_group("evaluation")
+    g.add_argument("--data", default="fashion-mnist",
+                   help="fashion-mnist (default), cifar10:DIR, imagefolder:DIR, synthetic (smoke tests only)")
+    g.add_argument("--data-dir", default=None, help="where to look for fashion-mnist first (then $NASCONV_DATA, "
+                                                   "then Debian's dataset-fashion-mnist)")
+    g.add_argument("--proxy", default="train", help=f"accuracy objective: {', '.join(PROXIES)} (default: train)")
+    g.add_argument("--device", default="cpu", help="cpu or cuda (latency is measured there)")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--train-images", type=int, default=None, help="training images of the proxy (default 12000)")
+    g.add_argument("--epochs", type=int, default=None, help="proxy training epochs (default 1)")
+    g.add_argument("--batch-size", type=int, default=None, help="proxy training batch size (default 64)")
+    g.add_argument("--resolution", type=int, default=None, help="proxy training resolution (default 28)")
+    g.add_argument("--optimizer", default=None, help="adamw (default) or sgd")
+    g.add_argument("--lr", type=float, default=None, help="peak learning rate")
+    g.add_argument("--full-proxy", action="store_true",
+                   help="train the full candidate, not the reduced copy (1 block per stage, half width)")
+    g.add_argument("--latency-batch", type=int, default=1, help="batch size of the latency measurement")
+    g.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
+
+
+def eval_config_from_args(args: argparse.Namespace, space: Any):
+    from nasconv.evaluate import EvalConfig, with_train_overrides
+
+    cfg = EvalConfig(data=args.data, data_dir=args.data_dir, proxy=args.proxy, device=args.device,
+                     latency=not args.no_latency, latency_batch=args.latency_batch)
+    extra = dict(space.proxy_settings)
+    if args.full_proxy:
+        extra = {"max_depth": None, "width_factor": 1.0, "small_stem": False}
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **extra))  # None is a value here
+    cfg = with_train_overrides(cfg, train_images=args.train_images, epochs=args.epochs, batch_size=args.batch_size,
+                               resolution=args.resolution, optimizer=args.optimizer, lr=args.lr, seed=args.seed)
+    cfg.check()
+    return cfg
+
+
+def _progress_printer(enabled: bool):
+    if not enabled:
+        return None
+
+    def show(step: int, total: int, loss: float) -> None:
+        if step == total or step % 5 == 0:
+            bar = "#" * int(30 * step / total)
+            sys.stderr.write(f"\rtraining [{bar:<30}] {step}/{total} steps  loss {loss:.3f}")
+            if step == total:
+                sys.stderr.write("\n")
+            sys.stderr.flush()
+    return show
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from nasconv.evaluate import evaluate
+    from nasconv.profile import resolve_device
+    from nasconv.spaces import load_space
+
+    space = load_space(args.space)
+    arch = load_arch(space, args.arch)
+    cfg = eval_config_from_args(args, space)
+    resolve_device(cfg.device)  # fail before loading data
+    metrics = evaluate(arch, cfg, progress=_progress_printer(not args.json and sys.stderr.isatty()))
+    if args.json:
+        _print_json(metrics)
+        return 0
+    from nasconv.budget import format_count
+
+    print(f"{space.name} {arch.arch_hash}: {arch.ops_label()}")
+    if cfg.proxy == "train":
+        acc = "diverged at step %s" % metrics["diverged_step"] if metrics["diverged"] else f"{metrics['accuracy']:.4f}"
+        print(f"accuracy      {acc}  ({cfg.data}, {metrics['steps']} steps, {metrics['train_time_s']:.1f} s)")
+    else:
+        print(f"{cfg.proxy:<13} {metrics['score']:.6g}")
+    if metrics.get("latency_ms") is not None:
+        note = " (repeat cap hit: IQR above 5%)" if metrics["latency_capped"] else ""
+        print(f"latency       {metrics['latency_ms']:.2f} ms +- {metrics['latency_iqr_ms']:.2f} (IQR) at batch "
+              f"{metrics['latency_batch']}, {metrics['latency_resolution']}px, {metrics['device_name']}, "
+              f"{metrics['threads']} threads{note}")
+    print(f"params        {metrics['params']:,} ({format_count(metrics['params'])})")
+    print(f"MACs          {metrics['macs']:,} ({format_count(metrics['macs'])})")
+    return 0
+
+
 # --- parser -----------------------------------------------------------------------------------
 
 
@@ -245,6 +333,13 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--tries", type=int, default=10000, help=argparse.SUPPRESS)
     q.add_argument("--json", action="store_true", help="arch, hash and cost as one object")
     q.set_defaults(func=cmd_sample)
+
+    q = sub.add_parser("evaluate", help="briefly train (or score) one architecture and measure its latency")
+    q.add_argument("--space", required=True, metavar="NAME|PATH")
+    q.add_argument("--arch", default="baseline", metavar="FILE.json|baseline")
+    q.add_argument("--json", action="store_true", help="metrics as JSON (no progress output)")
+    add_eval_args(q)
+    q.set_defaults(func=cmd_evaluate)
     return p
 
 

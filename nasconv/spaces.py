@@ -18,7 +18,7 @@ from typing import Any, Iterable, Mapping
 import yaml
 
 from nasconv.arch import BLOCKS, STEMS, ArchSpec, OpChoice, StageSpec
-from nasconv.build import BasicBlock, Bottleneck, _stem_size
+from nasconv.build import BasicBlock, Bottleneck, _stem_size, stem_cost
 from nasconv.errors import HyperparameterError, NasconvError, SpaceError, UnknownNameError
 from nasconv.ops import get_op, validate_op
 from nasconv.ops._registry import Cost, bn_cost, conv_cost, linear_cost, out_size
@@ -53,6 +53,13 @@ class SearchSpace:
     stem_width: int
     stages: tuple[StageSpace, ...]
     source: str = ""
+    #: how the brief-training proxy reduces this space's candidates (TrainConfig fields:
+    #: max_depth, width_factor, small_stem); a space of small networks trains them whole
+    proxy: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def proxy_settings(self) -> dict[str, Any]:
+        return dict(self.proxy)
 
     # --- architectures --------------------------------------------------------------------
     def make_arch(self, choices: Iterable[tuple[OpChoice, int, int]]) -> ArchSpec:
@@ -121,6 +128,7 @@ class SearchSpace:
                 for st in self.stages
             ],
             "architectures": self.size,
+            "proxy": self.proxy_settings,
             **self.cost_bounds(),
             "baseline": {"params": base.params, "macs": base.macs},
         }
@@ -143,9 +151,7 @@ def _cost_bounds(space: SearchSpace) -> dict[str, int]:
     # Dynamic programming over stages; the state is the stage's output width, which is all that
     # couples one stage's cost to the next one's (spatial sizes do not depend on choices).
     res = space.resolution
-    k = 7 if space.stem == "imagenet" else 3
-    hs = out_size(res, k, 2 if space.stem == "imagenet" else 1)
-    stem = conv_cost(space.in_channels, space.stem_width, k, hs, hs) + bn_cost(space.stem_width)
+    stem = stem_cost(space.stem, space.in_channels, space.stem_width, res)
     h, w = _stem_size(space.stem, res, res)
     out: dict[str, int] = {}
     for field_ in ("params", "macs"):
@@ -245,7 +251,8 @@ def _req(data: Mapping[str, Any], key: str, kind: type | tuple, where: _Path, pa
 
 
 TOP_KEYS = {"name", "description", "resolution", "in_channels", "num_classes", "stem", "block", "expansion",
-            "choices", "stages"}
+            "choices", "stages", "proxy"}
+PROXY_KEYS = {"max_depth": (int, type(None)), "width_factor": (float, int), "small_stem": (bool,)}
 STAGE_KEYS = {"depth", "width", "stride", "choices"}
 
 
@@ -318,8 +325,16 @@ def parse_space(data: Any, *, source: str = "<space>") -> SearchSpace:
         h = out_size(h, 3, stride)
         if h < 1:
             raise where.error(p, f"the resolution {resolution} is too small for this many strided stages")
+    proxy = data.get("proxy") or {}
+    if not isinstance(proxy, dict):
+        raise where.error("proxy", "must be a mapping of max_depth, width_factor, small_stem")
+    for key, value in proxy.items():
+        if key not in PROXY_KEYS:
+            raise where.error(f"proxy.{key}", f"unknown key; accepted: {', '.join(sorted(PROXY_KEYS))}")
+        if not isinstance(value, PROXY_KEYS[key]) or (key != "small_stem" and isinstance(value, bool)):
+            raise where.error(f"proxy.{key}", f"wrong type: {value!r}")
     return SearchSpace(name, str(data.get("description", "")), resolution, in_channels, num_classes,
-                       stem_type, stem_width, tuple(stages), source)
+                       stem_type, stem_width, tuple(stages), source, tuple(sorted(proxy.items())))
 
 
 def _choice_index(choices_data: list, op: OpChoice) -> int:

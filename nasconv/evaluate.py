@@ -1,0 +1,142 @@
+"""Evaluate one candidate: what every search worker runs. Plain data in, plain data out.
+
+``evaluate(arch, config)`` briefly trains a reduced copy (or scores the untrained network with
+a zero-cost proxy), measures latency of the full network at the space's resolution, and
+returns a picklable ``dict`` of metrics, so that it can run on a remote Ray worker.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import time
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Callable
+
+import torch
+
+from nasconv import __version__
+from nasconv.arch import ArchSpec
+from nasconv.build import build_model
+from nasconv.cost import estimate_cost
+from nasconv.data import load_dataset, prepare_batch, subset
+from nasconv.errors import UnknownNameError, UsageError
+from nasconv.profile import measure_latency, resolve_device
+from nasconv.proxies import ZERO_COST_PROXIES, zero_cost_score
+from nasconv.train import TrainConfig, train_candidate
+
+PROXIES = ("train",) + ZERO_COST_PROXIES
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Everything that decides an evaluation's result (and so the evaluation cache key)."""
+
+    data: str = "fashion-mnist"
+    data_dir: str | None = None
+    proxy: str = "train"
+    train: TrainConfig = field(default_factory=TrainConfig)
+    device: str = "cpu"
+    #: measure latency of the full network at the space's resolution (None: the arch's)
+    latency: bool = True
+    latency_batch: int = 1
+    latency_resolution: int | None = None
+    latency_max_time_s: float = 15.0
+    #: zero-cost proxies score the full, untrained network on one minibatch of this size
+    zc_batch: int = 64
+    #: torch threads in the evaluating process (None: leave torch's default)
+    threads: int | None = None
+
+    def check(self) -> None:
+        if self.proxy not in PROXIES:
+            raise UnknownNameError("proxy", self.proxy, PROXIES)
+        if self.latency_batch < 1:
+            raise UsageError(f"latency batch size must be >= 1, got {self.latency_batch}")
+        if self.threads is not None and self.threads < 1:
+            raise UsageError(f"threads must be >= 1, got {self.threads}")
+        self.train.check()
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "EvalConfig":
+        d = dict(d)
+        d["train"] = TrainConfig(**d.get("train", {}))
+        return cls(**d)
+
+    def settings_key(self) -> str:
+        """Hash of what makes two evaluations of one architecture interchangeable.
+
+        Data, proxy and its settings, device kind and latency settings; not the thread count or
+        where the data was read from.
+        """
+        d = self.to_dict()
+        for k in ("data_dir", "threads", "latency_max_time_s"):
+            d.pop(k)
+        d["device"] = resolve_device_kind(self.device)
+        if self.proxy != "train":
+            d.pop("train")
+        else:
+            d.pop("zc_batch")
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def resolve_device_kind(device: str) -> str:
+    return "cuda" if device.startswith("cuda") else device
+
+
+def evaluate(arch: ArchSpec, config: EvalConfig | None = None, *,
+             progress: Callable[[int, int, float], None] | None = None) -> dict[str, Any]:
+    """Accuracy (or proxy score), latency, params, MACs, timings and flags of one architecture."""
+    cfg = config or EvalConfig()
+    cfg.check()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+    t0 = time.perf_counter()
+    cost = estimate_cost(arch)
+    out: dict[str, Any] = {
+        "arch_hash": arch.arch_hash, "space": arch.space, "proxy": cfg.proxy, "data": cfg.data,
+        "params": cost.params, "macs": cost.macs, "settings_key": cfg.settings_key(),
+        "nasconv_version": __version__, "torch_version": torch.__version__, "hostname": platform.node(),
+        "accuracy": None, "score": None, "diverged": False, "diverged_step": None,
+        "train_time_s": 0.0, "steps": 0,
+    }
+    ds = load_dataset(cfg.data, data_dir=cfg.data_dir, seed=cfg.train.seed)
+    if cfg.proxy == "train":
+        res = train_candidate(arch, ds, cfg.train, progress=progress, device=device)
+        out.update(accuracy=res.accuracy, score=res.accuracy, val_loss=res.val_loss, diverged=res.diverged,
+                   diverged_step=res.diverged_step, train_time_s=res.train_time_s, steps=res.steps,
+                   proxy_params=res.proxy_params, proxy_macs=res.proxy_macs)
+    else:
+        small = subset(ds, cfg.zc_batch, 1, cfg.train.seed)
+        mean_std = (small.mean, small.std) if small.mean else None
+        x = prepare_batch(small.train_x, channels=arch.in_channels, resolution=cfg.train.resolution,
+                          mean_std=mean_std).to(device)
+        torch.manual_seed(cfg.train.seed)
+        model = build_model(arch, num_classes=ds.num_classes).to(device)
+        t1 = time.perf_counter()
+        score = zero_cost_score(cfg.proxy, model, x, small.train_y.to(device))
+        out.update(score=score, train_time_s=time.perf_counter() - t1)
+        del model
+    if cfg.latency:
+        res_px = cfg.latency_resolution or arch.resolution
+        torch.manual_seed(cfg.train.seed)
+        lat = measure_latency(build_model(arch), in_channels=arch.in_channels, resolution=res_px,
+                              batch_size=cfg.latency_batch, device=device, max_time_s=cfg.latency_max_time_s)
+        out.update(latency_ms=lat.median_ms, latency_iqr_ms=lat.iqr_ms, latency_rel_iqr=lat.rel_iqr,
+                   latency_repeats=lat.repeats, latency_capped=lat.capped, latency_batch=lat.batch_size,
+                   latency_resolution=lat.resolution, device=lat.device, device_name=lat.device_name,
+                   threads=lat.threads)
+    else:
+        out.update(latency_ms=None, device=device.type, threads=torch.get_num_threads())
+    out["eval_time_s"] = time.perf_counter() - t0
+    return out
+
+
+def with_train_overrides(cfg: EvalConfig, **changes: Any) -> EvalConfig:
+    """A copy with some training settings changed (``None`` values are ignored)."""
+    changes = {k: v for k, v in changes.items() if v is not None}
+    return replace(cfg, train=replace(cfg.train, **changes)) if changes else cfg

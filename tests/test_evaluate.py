@@ -1,0 +1,88 @@
+"""evaluate(): plain picklable metrics, zero-cost proxies, latency, errors."""
+
+from __future__ import annotations
+
+import math
+import pickle
+import random
+import statistics
+
+import pytest
+import torch
+
+from nasconv.build import build_model
+from nasconv.errors import DeviceError, UnknownNameError
+from nasconv.evaluate import EvalConfig, evaluate, with_train_overrides
+from nasconv.profile import measure_latency, resolve_device
+from nasconv.proxies import ZERO_COST_PROXIES
+from nasconv.spaces import load_space
+from nasconv.train import TrainConfig
+
+QUICK = TrainConfig(train_images=512, val_images=256, epochs=1, batch_size=64, resolution=16)
+
+
+def test_evaluate_train_proxy_returns_plain_metrics():
+    arch = load_space("resnet20").baseline()
+    m = evaluate(arch, EvalConfig(train=QUICK, latency_max_time_s=2.0))
+    assert pickle.loads(pickle.dumps(m)) == m
+    for key in ("accuracy", "latency_ms", "params", "macs", "train_time_s", "diverged", "device_name",
+                "threads", "torch_version", "latency_iqr_ms"):
+        assert key in m, key
+    assert 0.1 < m["accuracy"] <= 1.0 and m["score"] == m["accuracy"]
+    assert m["params"] == 272_474 and m["macs"] == 40_813_184
+    assert m["latency_ms"] > 0 and m["latency_resolution"] == 32 and m["latency_batch"] == 1
+
+
+@pytest.mark.parametrize("proxy", ZERO_COST_PROXIES)
+def test_zero_cost_proxies_score_without_training(proxy):
+    arch = load_space("resnet20").sample(random.Random(0))
+    m = evaluate(arch, EvalConfig(proxy=proxy, train=QUICK, latency=False, zc_batch=16))
+    assert m["accuracy"] is None and m["steps"] == 0
+    assert isinstance(m["score"], float) and math.isfinite(m["score"])
+    again = evaluate(arch, EvalConfig(proxy=proxy, train=QUICK, latency=False, zc_batch=16))
+    assert again["score"] == pytest.approx(m["score"], rel=1e-6)
+
+
+def test_zero_cost_proxies_tell_networks_apart():
+    space = load_space("resnet20")
+    rng = random.Random(1)
+    archs = [space.sample(rng) for _ in range(4)]
+    for proxy in ("synflow", "naswot", "grad_norm"):
+        scores = {evaluate(a, EvalConfig(proxy=proxy, train=QUICK, latency=False, zc_batch=16))["score"] for a in archs}
+        assert len(scores) == 4, proxy
+
+
+def test_settings_key():
+    base = EvalConfig()
+    assert base.settings_key() == EvalConfig(threads=4, data_dir="/x").settings_key()
+    assert base.settings_key() != EvalConfig(proxy="synflow").settings_key()
+    assert base.settings_key() != with_train_overrides(base, epochs=3).settings_key()
+    # training settings do not matter to a zero-cost proxy
+    assert EvalConfig(proxy="synflow").settings_key() == with_train_overrides(
+        EvalConfig(proxy="synflow"), epochs=3).settings_key()
+
+
+def test_latency_median_and_iqr():
+    model = build_model(load_space("resnet20").baseline())
+    lat = measure_latency(model, in_channels=3, resolution=32, min_repeats=10, max_time_s=5)
+    assert lat.repeats >= 10 and lat.median_ms > 0 and lat.iqr_ms >= 0
+    assert lat.capped or lat.rel_iqr < 0.05
+    assert lat.threads == torch.get_num_threads() and lat.torch_version == torch.__version__
+
+
+def test_latency_grows_with_batch():
+    model = build_model(load_space("resnet20").baseline())
+    one = measure_latency(model, in_channels=3, resolution=32, batch_size=1, max_time_s=3)
+    many = measure_latency(model, in_channels=3, resolution=32, batch_size=32, max_time_s=3)
+    assert many.median_ms > one.median_ms
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_cuda_without_gpu_is_a_clear_error():
+    with pytest.raises(DeviceError, match="no CUDA GPU is available"):
+        resolve_device("cuda")
+
+
+def test_unknown_proxy():
+    with pytest.raises(UnknownNameError, match="known: train, synflow, naswot, grad_norm, params"):
+        evaluate(load_space("resnet20").baseline(), EvalConfig(proxy="jacov"))
