@@ -64,6 +64,8 @@ NAIVE_OF = {"tbc-naive-loop": "tbc", "condconv-naive-loop": "condconv", "dynconv
 NOISE_TOLERANCE = 1.05
 #: the per-sample-loop speed-up the batched CondConv/DynConv forward should reach at batch 32
 TARGET_SPEEDUP = 5.0
+#: CPU (in cores) other processes may use during a cell before the findings flag it
+OTHER_CPU_WARN = 0.2
 #: allclose tolerances for the naive-vs-batched output check (float32, different conv algorithms)
 CHECK_RTOL, CHECK_ATOL = 1e-4, 1e-4
 
@@ -169,6 +171,34 @@ def quartiles(values: list[float]) -> tuple[float, float, float]:
     return q1, med, q3
 
 
+class OtherCpu:
+    """CPU used by OTHER processes (in cores, averaged) since the last :meth:`lap`.
+
+    Machine-wide busy time from /proc/stat minus this process's own CPU time: a direct measure
+    of how much a cell's timings competed with something else (the load average lags by minutes).
+    """
+
+    def __init__(self) -> None:
+        self._last = self._now()
+
+    @staticmethod
+    def _now() -> tuple[float, float, float] | None:
+        try:
+            fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        except (OSError, ValueError):
+            return None
+        busy = sum(fields) - fields[3] - (fields[4] if len(fields) > 4 else 0)  # minus idle and iowait
+        own = os.times()
+        return busy / os.sysconf("SC_CLK_TCK"), own.user + own.system, time.monotonic()
+
+    def lap(self) -> float:
+        now, last = self._now(), self._last
+        self._last = now
+        if now is None or last is None or now[2] <= last[2]:
+            return float("nan")
+        return max(0.0, (now[0] - last[0]) - (now[1] - last[1])) / (now[2] - last[2])
+
+
 # --- the run --------------------------------------------------------------------------------
 
 
@@ -178,6 +208,7 @@ def run(cases: list[Case], *, shapes: tuple[tuple[int, int], ...], batches: tupl
     rows: list[dict[str, Any]] = []
     checks: list[dict[str, Any]] = []
     per_round_repeats = math.ceil(min_repeats / rounds)
+    other_cpu = OtherCpu()
     for channels, size in shapes:
         torch.manual_seed(0)
         modules: dict[tuple[str, str], nn.Module] = {}
@@ -203,6 +234,7 @@ def run(cases: list[Case], *, shapes: tuple[tuple[int, int], ...], batches: tupl
                     del ref, got
                     module = naive
                 fns.append(module)
+            other_cpu.lap()
             samples: list[list[float]] = [[] for _ in cases]
             # rounds interleave the rows so a burst of background load hits all of them alike
             for _ in range(rounds):
@@ -223,6 +255,9 @@ def run(cases: list[Case], *, shapes: tuple[tuple[int, int], ...], batches: tupl
                     r["mac_efficiency"] = base["latency_ms"] * (r["macs"] / base["macs"]) / r["latency_ms"]
                 log(f"  {channels}x{size}x{size} b{batch} {r['op']:<20} {Case(r['op'], r['op'], r['hyper']).hyper_text:<40}"
                     f" {r['latency_ms']:9.3f} ms  (IQR {r['iqr_ms']:.3f}, n={r['runs']})")
+            other = other_cpu.lap()
+            for r in rows[-len(cases):]:
+                r["other_cpu_cores"] = other
             del x, fns
         del modules
     return rows, checks
@@ -360,6 +395,12 @@ def findings(rows: list[dict[str, Any]], checks: list[dict[str, Any]],
                      f"atol={CHECK_ATOL:g}): {len(checks) - len(bad)}/{len(checks)} checks pass, largest |diff| "
                      f"{worst_diff:.1e}" + ("." if not bad else "; FAILED: " + ", ".join(
                          f"{c['row']} {_shape(c['channels'], c['size'])} b{c['batch']}" for c in bad) + "."))
+    busy = sorted({(r["channels"], r["size"], r["batch"], r["other_cpu_cores"]) for r in rows
+                   if r.get("other_cpu_cores", 0.0) > OTHER_CPU_WARN}, key=lambda t: (t[2], t[0]))
+    if busy:
+        lines.append(f"- Caution: other processes used > {OTHER_CPU_WARN} of a core while these cells were timed, so "
+                     "their latencies are inflated and noisier: " + ", ".join(
+                         f"{_shape(c, s)} b{b} ({o:.2f})" for c, s, b, o in busy) + ".")
     return "\n".join(lines), data
 
 
@@ -397,7 +438,8 @@ def markdown(meta: dict[str, Any], rows: list[dict[str, Any]], text: str,
         f"- date: {meta['date']}; run time {meta['run_time_s']:.0f} s",
         f"- torch {meta['torch']}, Python {meta['python']}, threads {meta['threads']} (torch.set_num_threads)",
         f"- CPU: {meta['cpu']} ({meta['cpu_count']} logical CPUs)",
-        f"- load average (1/5/15 min) before: {meta['load_before']}, after: {meta['load_after']}",
+        f"- load average (1/5/15 min) before: {meta['load_before']}, after: {meta['load_after']}; CPU used by "
+        f"other processes while each shape/batch cell was timed (cores): {meta['other_cpu_per_cell']}",
         f"- nasconv revision: {meta['git']}",
         f"- timing: eval mode, torch.inference_mode, warm-up >= 2 runs and {meta['warmup_s']} s, then >= "
         f"{meta['min_repeats']} timed runs and >= {meta['min_time_s']} s per cell in {meta['rounds']} interleaved "
@@ -483,6 +525,9 @@ def main(argv: list[str] | None = None) -> int:
         "torch": torch.__version__, "python": platform.python_version(), "threads": torch.get_num_threads(),
         "cpu": cpu_model(), "cpu_count": os.cpu_count(), "git": git_revision(),
         "load_before": load_before, "load_after": ", ".join(f"{v:.2f}" for v in os.getloadavg()),
+        "other_cpu_per_cell": ", ".join(f"{_shape(c, s)} b{b} {r['other_cpu_cores']:.2f}" for c, s, b, r in (
+            (c, s, b, next(r for r in rows if r["channels"] == c and r["batch"] == b))
+            for b in batches for c, s in SHAPES if any(r["channels"] == c and r["batch"] == b for r in rows))),
         "run_time_s": run_time, "min_repeats": min_repeats, "min_time_s": min_time_s, "rounds": rounds,
         "warmup_s": warmup_s, "batches": list(batches), "shapes": [list(s) for s in SHAPES],
         "noise_tolerance": NOISE_TOLERANCE, "target_speedup": TARGET_SPEEDUP,

@@ -290,6 +290,76 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- search, pareto, dashboard --------------------------------------------------------------
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from nasconv.pareto import front_table
+    from nasconv.search import SearchConfig, run_search
+    from nasconv.spaces import load_space
+
+    space = load_space(args.space)
+    cfg = SearchConfig(
+        space=args.space, budget=args.budget, trials=args.trials, sampler=args.sampler,
+        objectives=tuple(o.strip() for o in args.objectives.split(",") if o.strip()), seed=args.seed,
+        storage=args.storage, study_name=args.study, workers=args.workers, cpus_per_worker=args.cpus_per_worker,
+        address=args.address, gpus_per_trial=args.gpus_per_trial, eval=eval_config_from_args(args, space),
+        evaluate_baseline=not args.no_baseline, runner="inline" if args.inline else "ray",
+        progress=not args.json,
+    )
+    if cfg.gpus_per_trial and cfg.eval.device == "cpu":
+        cfg.eval = dataclasses.replace(cfg.eval, device="cuda")
+    res = run_search(cfg)
+    if args.json:
+        _print_json(dataclasses.asdict(res))
+        return 0
+    print(f"study {res.study_name} in {res.storage}: {res.evaluated} evaluated, {res.failed} failed, "
+          f"{res.rejected} rejected (over budget), {res.cached} reused from the cache")
+    print(f"Pareto front ({len(res.front)} architectures, hypervolume {res.hypervolume:.4g}):")
+    print(front_table(res.front, res.baseline))
+    print(f"next: nasconv pareto --study {res.study_name} --plot front.png   |   "
+          f"nasconv dashboard --storage {res.storage}")
+    return 0
+
+
+def cmd_pareto(args: argparse.Namespace) -> int:
+    from nasconv.pareto import front_table, load_study, plot_front, study_summary
+
+    study, tables = load_study(args.study, args.storage)
+    summary = study_summary(study, tables)
+    if args.plot:
+        plot_front(study, args.plot)
+    if args.json:
+        _print_json(summary)
+        return 0
+    print(f"study {summary['study']}: space {summary['space']}, budget {summary['budget']}, objectives "
+          f"{','.join(summary['objectives'] or [])}; {summary['evaluated']} evaluated, {summary['failed']} failed, "
+          f"{summary['rejected']} rejected, {summary['running']} running")
+    print(f"Pareto front ({len(summary['front'])} architectures, hypervolume {summary['hypervolume']:.4g}):")
+    print(front_table(summary["front"], summary["baseline"]))
+    if args.plot:
+        print(f"plot written to {args.plot}")
+    return 0
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from nasconv.storage import open_storage, safe_url
+
+    storage, tables = open_storage(args.storage, heartbeat=False)
+    tables.dispose()
+    try:
+        import optuna_dashboard
+    except ImportError:
+        raise NasconvError("optuna-dashboard is not installed; pip install optuna-dashboard") from None
+    print(f"optuna-dashboard on http://{args.host}:{args.port}/ for {safe_url(args.storage)} (Ctrl-C stops)",
+          file=sys.stderr)
+    try:
+        optuna_dashboard.run_server(storage, host=args.host, port=args.port)
+    except OSError as exc:
+        raise NasconvError(f"cannot serve on {args.host}:{args.port}: {exc.strerror}") from None
+    return 0
+
+
 # --- parser -----------------------------------------------------------------------------------
 
 
@@ -340,6 +410,44 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--json", action="store_true", help="metrics as JSON (no progress output)")
     add_eval_args(q)
     q.set_defaults(func=cmd_evaluate)
+
+    from nasconv.search import OBJECTIVES, SAMPLERS
+    from nasconv.storage import DEFAULT_STORAGE
+
+    q = sub.add_parser("search", help="multi-objective search (Optuna) with evaluations on Ray workers",
+                       epilog=f"--budget: {BUDGET_HELP}. Running the same command again continues the study.")
+    q.add_argument("--space", required=True, metavar="NAME|PATH")
+    q.add_argument("--budget", default=None, help="e.g. 4gflops, 20mparams, 15ms (comma-separated)")
+    q.add_argument("--trials", type=int, default=20, help="evaluated candidates in the study, in total (default 20)")
+    q.add_argument("--sampler", default="nsga2", help=f"{'|'.join(SAMPLERS)} (default nsga2)")
+    q.add_argument("--objectives", default="accuracy,latency",
+                   help=f"comma-separated, from {', '.join(OBJECTIVES)} (default accuracy,latency)")
+    q.add_argument("--storage", default=DEFAULT_STORAGE, help=f"SQLAlchemy URL (default {DEFAULT_STORAGE}); "
+                   "postgresql+psycopg://user@host/db for clusters")
+    q.add_argument("--study", default=None, help="study name (default <space>-<budget>)")
+    q.add_argument("--workers", type=int, default=1, help="concurrent evaluations (default 1)")
+    q.add_argument("--cpus-per-worker", type=int, default=None, help="default: this machine's cores / workers")
+    q.add_argument("--address", default=None, help="HOST:PORT of a Ray cluster started with `ray start --head`")
+    q.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs per evaluation (fractional allowed); "
+                   "latency is then measured on that GPU")
+    q.add_argument("--no-baseline", action="store_true", help="do not evaluate the all-standard baseline")
+    q.add_argument("--inline", action="store_true", help="evaluate in this process instead of on Ray")
+    q.add_argument("--json", action="store_true", help="the result as JSON (no progress output)")
+    add_eval_args(q)
+    q.set_defaults(func=cmd_search)
+
+    q = sub.add_parser("pareto", help="the Pareto front of a study: table, JSON, plot")
+    q.add_argument("--study", required=True)
+    q.add_argument("--storage", default=DEFAULT_STORAGE)
+    q.add_argument("--plot", default=None, metavar="FILE.png", help="also write a plot (baseline marked)")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=cmd_pareto)
+
+    q = sub.add_parser("dashboard", help="optuna-dashboard on the study database")
+    q.add_argument("--storage", default=DEFAULT_STORAGE)
+    q.add_argument("--host", default="127.0.0.1")
+    q.add_argument("--port", type=int, default=8080)
+    q.set_defaults(func=cmd_dashboard)
     return p
 
 

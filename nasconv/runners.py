@@ -1,0 +1,199 @@
+"""Where evaluations run. The only module that imports Ray.
+
+A runner takes ``(key, fn, arch_dict, config_dict)`` jobs and hands back finished ones as
+``(key, result_dict | None, error_text | None)``. ``RayRunner`` runs them as Ray tasks (a local
+instance by default, or a cluster via ``address``); system failures (a worker process killed,
+OOM, a lost node) are retried by Ray, errors raised by the evaluation are not. ``InlineRunner``
+runs them in-process, one at a time (tests, benchmarks, debugging).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import time
+import traceback
+from typing import Any, Callable, Hashable
+
+from nasconv.errors import NasconvError
+
+Job = tuple[Hashable, Callable[..., dict[str, Any]], dict[str, Any], dict[str, Any]]
+Done = tuple[Hashable, "dict[str, Any] | None", "str | None"]
+
+
+def run_job(fn: Callable[..., dict[str, Any]], arch_dict: dict[str, Any], config_dict: dict[str, Any],
+            threads: int | None = None) -> dict[str, Any]:
+    """What a worker runs: plain data in, plain data out (plus where it ran)."""
+    import torch
+
+    from nasconv.arch import ArchSpec
+    from nasconv.evaluate import EvalConfig
+
+    if threads:
+        torch.set_num_threads(threads)
+    t0 = time.perf_counter()
+    result = dict(fn(ArchSpec.from_dict(arch_dict), EvalConfig.from_dict(config_dict)))
+    result.setdefault("node", socket.gethostname())
+    result["worker_pid"] = os.getpid()
+    result["worker_wall_s"] = time.perf_counter() - t0
+    try:
+        import ray
+
+        if ray.is_initialized():
+            result["ray_node_id"] = ray.get_runtime_context().get_node_id()
+            result["node_ip"] = ray.util.get_node_ip_address()
+    except Exception:  # not under Ray
+        pass
+    return result
+
+
+def _error_text(exc: BaseException) -> str:
+    """One line: the innermost exception type and message."""
+    cause = getattr(exc, "cause", None) or exc
+    msg = str(cause).strip().splitlines()
+    # Ray wraps the worker's traceback into the message; keep its last line.
+    lines = [ln for ln in msg if ln.strip()]
+    text = lines[-1] if lines else ""
+    return f"{type(cause).__name__}: {text}"[:500]
+
+
+class InlineRunner:
+    """Runs each job in the calling process when it is collected."""
+
+    def __init__(self, threads: int | None = None) -> None:
+        self.threads = threads
+        self._queue: list[Job] = []
+        self.capacity = 1
+        self.description = "in-process"
+
+    def submit(self, key: Hashable, fn: Callable[..., dict[str, Any]], arch_dict: dict, config_dict: dict) -> None:
+        self._queue.append((key, fn, arch_dict, config_dict))
+
+    def wait(self, timeout: float = 0.0) -> list[Done]:
+        if not self._queue:
+            return []
+        key, fn, arch_dict, config_dict = self._queue.pop(0)
+        try:
+            return [(key, run_job(fn, arch_dict, config_dict, self.threads), None)]
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:
+            return [(key, None, _error_text(exc))]
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._queue)
+
+    def cancel_all(self) -> list[Hashable]:
+        keys = [j[0] for j in self._queue]
+        self._queue.clear()
+        return keys
+
+    def shutdown(self) -> None:
+        pass
+
+
+class RayRunner:
+    """Evaluations as Ray tasks: ``workers`` at a time, each with ``cpus_per_worker`` CPUs.
+
+    Without ``address`` a private local Ray instance is started (no dashboard, small object
+    store) with ``workers * cpus_per_worker`` CPUs; with one, the driver joins that cluster.
+    """
+
+    def __init__(self, *, address: str | None = None, workers: int = 1, cpus_per_worker: int = 2,
+                 gpus_per_trial: float = 0.0, max_retries: int = 2) -> None:
+        try:
+            import ray
+        except ImportError:  # pragma: no cover - ray is a dependency
+            raise NasconvError("Ray is not installed; pip install ray") from None
+        self.ray = ray
+        self.workers = max(1, workers)
+        self.cpus_per_worker = max(1, cpus_per_worker)
+        self.gpus_per_trial = gpus_per_trial
+        os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+        # The driver's modules must be importable by workers started from another directory.
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        try:
+            if address:
+                ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level="error",
+                         ignore_reinit_error=True, configure_logging=True)
+            else:
+                ray.init(num_cpus=self.workers * self.cpus_per_worker,
+                         num_gpus=None if gpus_per_trial else 0,
+                         include_dashboard=False, object_store_memory=200 * 1024 * 1024,
+                         log_to_driver=False, logging_level="error", ignore_reinit_error=True)
+        except ConnectionError as exc:
+            raise NasconvError(f"cannot reach a Ray cluster at {address}: {str(exc).splitlines()[0]}") from None
+        except Exception as exc:
+            where = f"at {address}" if address else "locally"
+            raise NasconvError(f"cannot start Ray {where}: {type(exc).__name__}: "
+                               f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}") from None
+        if gpus_per_trial:
+            total = ray.cluster_resources().get("GPU", 0)
+            if total < gpus_per_trial:
+                self.shutdown()
+                raise NasconvError(f"--gpus-per-trial {gpus_per_trial}: the Ray cluster has {total:g} GPUs")
+        self._remote = ray.remote(run_job).options(
+            num_cpus=self.cpus_per_worker, num_gpus=gpus_per_trial, max_retries=max_retries,
+            retry_exceptions=False)
+        self._pending: dict[Any, Hashable] = {}
+        self.capacity = self.workers
+        self.description = (f"Ray cluster at {address}" if address else "local Ray") + \
+            f", {self.workers} worker(s) x {self.cpus_per_worker} CPU" + \
+            (f" + {gpus_per_trial:g} GPU" if gpus_per_trial else "")
+
+    def nodes(self) -> list[dict[str, Any]]:
+        return [n for n in self.ray.nodes() if n.get("Alive")]
+
+    def submit(self, key: Hashable, fn: Callable[..., dict[str, Any]], arch_dict: dict, config_dict: dict) -> None:
+        mod = sys.modules.get(getattr(fn, "__module__", ""), None)
+        if mod is not None and not fn.__module__.startswith("nasconv."):
+            # A user's evaluator from a script or test module: ship it by value, since workers
+            # may not be able to import that module.
+            self.ray.cloudpickle.register_pickle_by_value(mod)
+        ref = self._remote.remote(fn, arch_dict, config_dict, self.cpus_per_worker)
+        self._pending[ref] = key
+
+    def wait(self, timeout: float = 0.5) -> list[Done]:
+        if not self._pending:
+            return []
+        ready, _ = self.ray.wait(list(self._pending), num_returns=1, timeout=timeout)
+        if ready:  # collect everything else that is done too, without waiting
+            more, _ = self.ray.wait([r for r in self._pending if r not in ready],
+                                    num_returns=len(self._pending) - len(ready), timeout=0)
+            ready = ready + more
+        out: list[Done] = []
+        for ref in ready:
+            key = self._pending.pop(ref)
+            try:
+                out.append((key, self.ray.get(ref), None))
+            except self.ray.exceptions.RayTaskError as exc:
+                out.append((key, None, _error_text(exc)))
+            except self.ray.exceptions.RayError as exc:  # worker crash, OOM, node died after retries
+                out.append((key, None, f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"[:500]))
+        return out
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._pending)
+
+    def cancel_all(self) -> list[Hashable]:
+        keys = list(self._pending.values())
+        for ref in list(self._pending):
+            try:
+                self.ray.cancel(ref, force=True)
+            except Exception:
+                pass
+        self._pending.clear()
+        return keys
+
+    def shutdown(self) -> None:
+        try:
+            self.ray.shutdown()
+        except Exception:
+            pass
+
+
+def describe_error(exc: BaseException) -> str:
+    return "".join(traceback.format_exception_only(type(exc), exc)).strip()

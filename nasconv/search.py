@@ -1,0 +1,615 @@
+"""The search driver: Optuna ask/tell over a search space, evaluations on a runner (Ray).
+
+Budget first: every candidate's exact cost is computed before anything is built, and one over
+budget is never trained nor profiled; it is told to Optuna as infeasible through
+``trial.set_constraint`` so that the sampler learns the feasible region. Only the driver writes
+to the study storage; workers return plain results.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import socket
+import statistics
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import optuna
+from optuna.trial import TrialState
+
+from nasconv import __version__
+from nasconv.arch import ArchSpec
+from nasconv.budget import Budget, check_feasible, format_count, parse_budget
+from nasconv.cost import estimate_cost
+from nasconv.errors import BudgetError, NasconvError, StorageError, UnknownNameError, UsageError
+from nasconv.evaluate import EvalConfig, evaluate
+from nasconv.spaces import SearchSpace, load_space
+from nasconv.storage import DEFAULT_STORAGE, HEARTBEAT_INTERVAL_S, FrontSnapshot, NasconvTables, open_storage
+
+SAMPLERS = ("nsga2", "tpe", "gp", "random")
+#: objective name -> (metric key, direction)
+OBJECTIVES: dict[str, tuple[str, str]] = {
+    "accuracy": ("score", "maximize"),
+    "latency": ("latency_ms", "minimize"),
+    "macs": ("macs", "minimize"),
+    "params": ("params", "minimize"),
+}
+#: what each evaluated trial carries as user attributes (besides arch, status, ...)
+TRIAL_ATTRS = ("accuracy", "score", "proxy", "latency_ms", "latency_iqr_ms", "latency_rel_iqr", "latency_capped",
+               "latency_batch", "latency_resolution", "device", "device_name", "threads", "train_time_s",
+               "eval_time_s", "diverged", "diverged_step", "steps", "torch_version", "nasconv_version", "node",
+               "node_ip", "ray_node_id", "worker_pid", "settings_key")
+
+
+@dataclass
+class SearchConfig:
+    space: str
+    budget: str | None = None
+    trials: int = 20
+    sampler: str = "nsga2"
+    objectives: tuple[str, ...] = ("accuracy", "latency")
+    seed: int = 0
+    storage: str = DEFAULT_STORAGE
+    study_name: str | None = None
+    workers: int = 1
+    cpus_per_worker: int | None = None
+    address: str | None = None
+    gpus_per_trial: float = 0.0
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    evaluate_baseline: bool = True
+    runner: str = "ray"  # "ray" or "inline"
+    max_failures: int | None = None
+    max_rejections: int | None = None
+    progress: bool = True
+
+
+@dataclass
+class SearchResult:
+    study_name: str
+    storage: str
+    evaluated: int
+    failed: int
+    rejected: int
+    cached: int
+    front: list[dict[str, Any]]
+    hypervolume: float
+    baseline: dict[str, Any] | None
+    interrupted: bool = False
+
+
+def _quiet_optuna() -> None:
+    # nasconv prints its own progress; Optuna's per-trial INFO lines and its notes that
+    # heartbeats and fail_stale_trials are "experimental" would drown it.
+    import warnings
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+
+
+def make_sampler(name: str, seed: int, n_objectives: int) -> optuna.samplers.BaseSampler:
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=10)
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=10, multivariate=True)
+    if name == "gp":
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=10)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    raise UnknownNameError("sampler", name, SAMPLERS)
+
+
+def default_study_name(space: SearchSpace, budget: Budget) -> str:
+    return f"{space.name}-{budget.text or 'nobudget'}"
+
+
+# --- parameters <-> architectures -----------------------------------------------------------
+
+
+def suggest_arch(trial: optuna.trial.Trial, space: SearchSpace) -> ArchSpec:
+    """One categorical per stage for the operator (and for depth/width when searchable)."""
+    choices = []
+    for i, st in enumerate(space.stages):
+        by_label = {op.label(): op for op in st.ops}
+        op = by_label[trial.suggest_categorical(f"s{i}_op", list(by_label))]
+        depth = trial.suggest_categorical(f"s{i}_depth", list(st.depths)) if len(st.depths) > 1 else st.depths[0]
+        width = trial.suggest_categorical(f"s{i}_width", list(st.widths)) if len(st.widths) > 1 else st.widths[0]
+        choices.append((op, depth, width))
+    return space.make_arch(choices)
+
+
+# --- the driver -------------------------------------------------------------------------------
+
+
+def _driver_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class _Heartbeat(threading.Thread):
+    """Records Optuna heartbeats for this driver's running trials, so that a driver that dies
+    leaves trials another driver can fail after the grace period."""
+
+    def __init__(self, storage: optuna.storages.RDBStorage) -> None:
+        super().__init__(daemon=True, name="nasconv-heartbeat")
+        self.storage = storage
+        self.trial_ids: set[int] = set()
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+
+    def add(self, trial_id: int) -> None:
+        with self.lock:
+            self.trial_ids.add(trial_id)
+        try:
+            self.storage.record_heartbeat(trial_id)
+        except Exception:
+            pass
+
+    def remove(self, trial_id: int) -> None:
+        with self.lock:
+            self.trial_ids.discard(trial_id)
+
+    def run(self) -> None:
+        while not self.stop.wait(HEARTBEAT_INTERVAL_S / 2):
+            with self.lock:
+                ids = list(self.trial_ids)
+            for tid in ids:
+                try:
+                    self.storage.record_heartbeat(tid)
+                except Exception:
+                    pass
+
+
+class Progress:
+    """A live status line on a terminal; one line per finished trial elsewhere."""
+
+    def __init__(self, enabled: bool, total: int) -> None:
+        self.enabled = enabled
+        self.tty = enabled and sys.stderr.isatty()
+        self.total = total
+        self.t0 = time.monotonic()
+        self.done_at_start: int | None = None
+        self.last = ""
+
+    def update(self, *, evaluated: int, failed: int, rejected: int, cached: int, front: int, hv: float,
+               running: int, event: str = "") -> None:
+        if not self.enabled:
+            return
+        if self.done_at_start is None:
+            self.done_at_start = evaluated
+        elapsed = time.monotonic() - self.t0
+        new = evaluated - self.done_at_start
+        eta = ""
+        if new > 0 and evaluated < self.total:
+            eta = f" eta {_hms(elapsed / new * (self.total - evaluated))}"
+        bar = "#" * int(20 * min(evaluated, self.total) / max(1, self.total))
+        line = (f"[{bar:<20}] {evaluated}/{self.total} evaluated, {failed} failed, {rejected} rejected"
+                f" (over budget), {cached} cached, {running} running | front {front}, HV {hv:.4g}"
+                f" | {_hms(elapsed)}{eta}")
+        if self.tty:
+            sys.stderr.write("\r\x1b[K" + line)
+            sys.stderr.flush()
+        elif event:
+            sys.stderr.write(f"{event}  {line}\n")
+            sys.stderr.flush()
+        self.last = line
+
+    def close(self) -> None:
+        if self.tty and self.last:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+
+
+def _hms(s: float) -> str:
+    s = int(s)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+
+
+class SearchDriver:
+    def __init__(self, cfg: SearchConfig, *, evaluator: Callable[..., dict[str, Any]] = evaluate,
+                 runner: Any = None) -> None:
+        _quiet_optuna()
+        self.cfg = cfg
+        self.evaluator = evaluator
+        self._runner = runner
+        self.space = load_space(cfg.space)
+        self.budget = parse_budget(cfg.budget)
+        self._check_config()
+        check_feasible(self.budget, self.space.cost_bounds(), self.space.name)
+        self.study_name = cfg.study_name or default_study_name(self.space, self.budget)
+        self.directions = [OBJECTIVES[o][1] for o in cfg.objectives]
+        self.settings_key = cfg.eval.settings_key()
+        self.storage, self.tables = open_storage(cfg.storage)
+        self.study = self._open_study()
+        self.heartbeat = _Heartbeat(self.storage)
+        self.jobs: dict[str, list[optuna.trial.Trial]] = {}  # arch hash -> trials waiting for it
+        self.job_arch: dict[str, ArchSpec] = {}
+        self.counts = {"failed": 0, "rejected": 0, "cached": 0}
+        self.hv_ref: list[float] | None = self.study.user_attrs.get("hv_reference")
+        self.last_front: list[optuna.trial.FrozenTrial] = []
+        self.last_hv = 0.0
+
+    # --- setup ----------------------------------------------------------------------------
+    def _check_config(self) -> None:
+        c = self.cfg
+        if c.trials < 1:
+            raise UsageError(f"--trials must be >= 1, got {c.trials}")
+        if c.workers < 1:
+            raise UsageError(f"--workers must be >= 1, got {c.workers}")
+        if c.gpus_per_trial < 0:
+            raise UsageError(f"--gpus-per-trial must be >= 0, got {c.gpus_per_trial}")
+        if c.sampler not in SAMPLERS:
+            raise UnknownNameError("sampler", c.sampler, SAMPLERS)
+        if not c.objectives:
+            raise UsageError("at least one objective is needed")
+        for o in c.objectives:
+            if o not in OBJECTIVES:
+                raise UnknownNameError("objective", o, list(OBJECTIVES))
+        if len(set(c.objectives)) != len(c.objectives):
+            raise UsageError(f"objectives must be distinct, got {','.join(c.objectives)}")
+        if ("latency" in c.objectives or self.budget.latency_ms) and not c.eval.latency:
+            raise UsageError("a latency objective or budget needs latency measurement (drop --no-latency)")
+        if c.runner not in ("ray", "inline"):
+            raise UsageError(f"runner must be ray or inline, got {c.runner!r}")
+        c.eval.check()
+
+    def _open_study(self) -> optuna.Study:
+        sampler = make_sampler(self.cfg.sampler, self.cfg.seed, len(self.cfg.objectives))
+        identity = {"space": self.space.name, "budget": self.budget.text, "objectives": list(self.cfg.objectives),
+                    "settings_key": self.settings_key}
+        try:
+            existing = optuna.study.get_all_study_names(self.storage)
+        except Exception as exc:
+            raise StorageError(f"cannot read studies from {self.cfg.storage}: {exc}") from None
+        if self.study_name in existing:
+            study = optuna.load_study(study_name=self.study_name, storage=self.storage, sampler=sampler)
+            attrs = study.user_attrs
+            for key, value in identity.items():
+                if attrs.get(key) != value:
+                    raise StorageError(
+                        f"study {self.study_name!r} belongs to space {attrs.get('space')!r}, budget "
+                        f"{attrs.get('budget')!r}, objectives {','.join(attrs.get('objectives') or [])} "
+                        f"(evaluation settings {attrs.get('settings_key')}); it differs in {key} "
+                        f"({value!r}); use another --study name")
+            return study
+        try:
+            study = optuna.create_study(study_name=self.study_name, storage=self.storage, sampler=sampler,
+                                        directions=self.directions, load_if_exists=True)
+        except Exception as exc:
+            raise StorageError(f"cannot create study {self.study_name!r}: {exc}") from None
+        for key, value in identity.items():
+            study.set_user_attr(key, value)
+        study.set_user_attr("eval_config", self.cfg.eval.to_dict())
+        study.set_user_attr("sampler", self.cfg.sampler)
+        study.set_user_attr("seed", self.cfg.seed)
+        study.set_user_attr("nasconv_version", __version__)
+        study.set_user_attr("budget_limits", self.budget.to_dict())
+        return study
+
+    def _make_runner(self) -> Any:
+        if self._runner is not None:
+            return self._runner
+        from nasconv.runners import InlineRunner, RayRunner
+
+        cpus = self.cfg.cpus_per_worker or max(1, (os.cpu_count() or 1) // self.cfg.workers)
+        if self.cfg.runner == "inline":
+            return InlineRunner(threads=cpus)
+        return RayRunner(address=self.cfg.address, workers=self.cfg.workers, cpus_per_worker=cpus,
+                         gpus_per_trial=self.cfg.gpus_per_trial)
+
+    def recover(self) -> int:
+        """Fail RUNNING trials of drivers that died (same host: dead pid; elsewhere: heartbeat
+        older than the grace period) and queue their architectures again."""
+        me = socket.gethostname()
+        recovered = 0
+        running = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        for t in running:
+            host, _, pid = str(t.user_attrs.get("driver", "")).partition(":")
+            if host == me and pid.isdigit() and not _pid_alive(int(pid)):
+                if self._fail_and_requeue(t, "the driver that ran it died"):
+                    recovered += 1
+        before = {t._trial_id for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+        optuna.storages.fail_stale_trials(self.study)
+        for t in self.study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
+            if t._trial_id in before:
+                self.study.enqueue_trial(t.params, skip_if_exists=False)
+                recovered += 1
+        return recovered
+
+    def _fail_and_requeue(self, t: optuna.trial.FrozenTrial, reason: str) -> bool:
+        try:
+            self.storage.set_trial_user_attr(t._trial_id, "fail_reason", reason)
+            ok = self.storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            return False
+        if ok and t.params:
+            self.study.enqueue_trial(t.params, skip_if_exists=False)
+        return ok
+
+    # --- counting -------------------------------------------------------------------------
+    def _complete_trials(self) -> list[optuna.trial.FrozenTrial]:
+        return self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+
+    def evaluated_count(self) -> int:
+        return sum(1 for t in self._complete_trials() if t.user_attrs.get("status") in ("evaluated", "cached"))
+
+    # --- objective values -----------------------------------------------------------------
+    def _values(self, metrics: dict[str, Any]) -> list[float] | None:
+        vals = []
+        for o in self.cfg.objectives:
+            v = metrics.get(OBJECTIVES[o][0])
+            if v is None or not math.isfinite(float(v)):
+                return None
+            vals.append(float(v))
+        return vals
+
+    def _placeholder_values(self, cost: Any) -> list[float]:
+        """Objective values for an over-budget candidate that is never evaluated: pessimistic
+        estimates (the sampler ranks infeasible trials by their constraint violation first)."""
+        done = [t for t in self._complete_trials() if t.user_attrs.get("status") in ("evaluated", "cached")]
+        out = []
+        for o in self.cfg.objectives:
+            if o == "macs":
+                out.append(float(cost.macs))
+            elif o == "params":
+                out.append(float(cost.params))
+            elif o == "accuracy":
+                scores = [t.user_attrs["score"] for t in done if t.user_attrs.get("score") is not None]
+                out.append(0.0 if self.cfg.eval.proxy == "train" or not scores else min(scores) - 1.0)
+            else:  # latency: scale the observed ms-per-MAC to this candidate
+                ratios = [t.user_attrs["latency_ms"] / t.user_attrs["macs"] for t in done
+                          if t.user_attrs.get("latency_ms")]
+                out.append(cost.macs * (statistics.median(ratios) if ratios else 5e-8))
+        return out
+
+    def _constraints(self, trial: optuna.trial.Trial, cost: Any, latency_ms: float | None) -> list[float]:
+        vals = self.budget.constraints(macs=cost.macs, params=cost.params, latency_ms=latency_ms)
+        keys = [k for k, v in (("macs", self.budget.macs), ("params", self.budget.params),
+                               ("latency", self.budget.latency_ms)) if v is not None]
+        for k, v in zip(keys, vals):
+            trial.set_constraint(k, v)
+        return vals
+
+    # --- front ----------------------------------------------------------------------------
+    def _losses(self, trials: list[optuna.trial.FrozenTrial]) -> np.ndarray:
+        sign = np.array([-1.0 if d == "maximize" else 1.0 for d in self.directions])
+        return np.array([t.values for t in trials], dtype=float) * sign
+
+    def front_and_hv(self) -> tuple[list[optuna.trial.FrozenTrial], float]:
+        front = [t for t in self.study.best_trials if t.user_attrs.get("status") in ("evaluated", "cached")]
+        if not front:
+            return [], 0.0
+        if self.hv_ref is None:
+            self.hv_ref = self._reference_point(front)
+            self.study.set_user_attr("hv_reference", self.hv_ref)
+        losses = self._losses(front)
+        ref = np.array(self.hv_ref)
+        inside = losses[(losses < ref).all(axis=1)]
+        if len(inside) == 0:
+            return front, 0.0
+        from optuna._hypervolume import compute_hypervolume
+
+        return front, float(compute_hypervolume(inside, ref))
+
+    def _reference_point(self, front: list[optuna.trial.FrozenTrial]) -> list[float]:
+        """Fixed once per study (stored), so that hypervolumes over time are comparable."""
+        losses = self._losses(front)
+        bounds = self.space.cost_bounds()
+        base = self.study.user_attrs.get("baseline") or {}
+        ref = []
+        for j, o in enumerate(self.cfg.objectives):
+            if o == "accuracy":
+                ref.append(0.0 if self.cfg.eval.proxy == "train" else float(losses[:, j].max() + 1.0))
+            elif o == "latency":
+                worst = max(float(losses[:, j].max()), float(base.get("latency_ms") or 0))
+                ref.append(2.0 * worst)
+            elif o == "macs":
+                ref.append(float(self.budget.macs or bounds["max_macs"]) * 1.0001)
+            else:
+                ref.append(float(self.budget.params or bounds["max_params"]) * 1.0001)
+        return ref
+
+    def snapshot(self, trial_number: int) -> None:
+        front, hv = self.front_and_hv()
+        self.last_front, self.last_hv = front, hv
+        n = self.evaluated_count()
+        self.tables.add_snapshot(self.study_name, FrontSnapshot(trial_number, n, [t.number for t in front], hv))
+
+    # --- main loop ------------------------------------------------------------------------
+    def run(self) -> SearchResult:
+        progress = Progress(self.cfg.progress, self.cfg.trials)
+        runner = None
+        interrupted = False
+        max_fail = self.cfg.max_failures if self.cfg.max_failures is not None else max(10, self.cfg.trials)
+        max_rej = self.cfg.max_rejections if self.cfg.max_rejections is not None else max(200, 50 * self.cfg.trials)
+        rejected_in_a_row = 0
+        try:
+            self.recover()
+            runner = self._make_runner()
+            self.heartbeat.start()
+            baseline = self._baseline(runner)
+            evaluated = self.evaluated_count()
+            self.counts["rejected"] = sum(1 for t in self._complete_trials()
+                                          if t.user_attrs.get("status") == "rejected")
+            self.counts["failed"] = len(self.study.get_trials(deepcopy=False, states=(TrialState.FAIL,)))
+            if evaluated:
+                self.last_front, self.last_hv = self.front_and_hv()
+
+            def show(event: str = "") -> None:
+                progress.update(evaluated=evaluated, running=runner.in_flight, front=len(self.last_front),
+                                hv=self.last_hv, event=event, **self.counts)
+
+            show()
+            while True:
+                # Ask while there is room: never more in flight than workers, nor than trials left.
+                while runner.in_flight < runner.capacity and evaluated + runner.in_flight < self.cfg.trials:
+                    outcome = self._ask_one(runner)
+                    if outcome == "rejected":
+                        rejected_in_a_row += 1
+                        if rejected_in_a_row > max_rej:
+                            raise BudgetError(
+                                f"the sampler proposed {rejected_in_a_row} over-budget candidates in a row; the "
+                                f"budget {self.budget.text} leaves too little of {self.space.name} (cheapest: "
+                                f"{format_count(self.space.cost_bounds()['min_macs'])}MACs)")
+                        continue
+                    rejected_in_a_row = 0
+                    if outcome == "cached":
+                        evaluated = self.evaluated_count()
+                        show("cached")
+                if runner.in_flight == 0 and evaluated >= self.cfg.trials:
+                    break
+                for key, metrics, error in runner.wait(timeout=0.5):
+                    self._finish(key, metrics, error)
+                    evaluated = self.evaluated_count()
+                    show("error" if error else "done")
+                    if self.counts["failed"] > max_fail:
+                        raise NasconvError(f"{self.counts['failed']} evaluations failed (more than {max_fail}); "
+                                           f"last: {error}")
+        except KeyboardInterrupt:
+            interrupted = True
+            if runner is not None:
+                for key in runner.cancel_all():
+                    self._fail_job(key, "interrupted (Ctrl-C)", requeue=True)
+            raise
+        finally:
+            self.heartbeat.stop.set()
+            progress.close()
+            if runner is not None and self._runner is None:
+                runner.shutdown()
+            if interrupted:
+                try:
+                    self.snapshot(-1)
+                except Exception:
+                    pass
+            self.tables.dispose()
+        return self.result(baseline, interrupted)
+
+    def _baseline(self, runner: Any) -> dict[str, Any] | None:
+        """The space's all-standard network, evaluated once for reference (it may be over budget)."""
+        if not self.cfg.evaluate_baseline:
+            return None
+        if "baseline" in self.study.user_attrs:
+            return self.study.user_attrs["baseline"]
+        arch = self.space.baseline()
+        metrics = self.tables.get_cached(self.settings_key, arch.arch_hash)
+        if metrics is None:
+            runner.submit("__baseline__", self.evaluator, arch.to_dict(), self.cfg.eval.to_dict())
+            done: list = []
+            while not done:
+                done = runner.wait(timeout=1.0)
+            _, metrics, error = done[0]
+            if error:
+                raise NasconvError(f"the baseline evaluation failed: {error}")
+            self.tables.put_cached(self.settings_key, arch.arch_hash, self.space.name, metrics)
+        keep = {k: metrics.get(k) for k in ("accuracy", "score", "latency_ms", "params", "macs", "arch_hash")}
+        self.study.set_user_attr("baseline", keep)
+        return keep
+
+    def _ask_one(self, runner: Any) -> str:
+        trial = self.study.ask()
+        arch = suggest_arch(trial, self.space)
+        cost = estimate_cost(arch)
+        trial.set_user_attr("driver", _driver_id())
+        trial.set_user_attr("arch", arch.to_dict())
+        trial.set_user_attr("arch_hash", arch.arch_hash)
+        trial.set_user_attr("ops", arch.ops_label())
+        trial.set_user_attr("macs", cost.macs)
+        trial.set_user_attr("params", cost.params)
+        over = self.budget.violations(macs=cost.macs, params=cost.params)
+        if over:
+            self._constraints(trial, cost, None)
+            trial.set_user_attr("status", "rejected")
+            trial.set_user_attr("reject_reason", "over budget: " + "; ".join(over))
+            self.study.tell(trial, self._placeholder_values(cost))
+            self.counts["rejected"] += 1
+            return "rejected"
+        cached = self.tables.get_cached(self.settings_key, arch.arch_hash)
+        if cached is not None:
+            self._tell_metrics(trial, cached, status="cached")
+            self.counts["cached"] += 1
+            return "cached"
+        self.heartbeat.add(trial._trial_id)
+        if arch.arch_hash in self.jobs:  # the same architecture is already being evaluated
+            self.jobs[arch.arch_hash].append(trial)
+            return "attached"
+        self.jobs[arch.arch_hash] = [trial]
+        self.job_arch[arch.arch_hash] = arch
+        runner.submit(arch.arch_hash, self.evaluator, arch.to_dict(), self.cfg.eval.to_dict())
+        return "submitted"
+
+    def _tell_metrics(self, trial: optuna.trial.Trial, metrics: dict[str, Any], *, status: str) -> None:
+        attrs = trial.user_attrs
+        cost = dataclasses.make_dataclass("C", ["macs", "params"])(attrs["macs"], attrs["params"])
+        for k in TRIAL_ATTRS:
+            if metrics.get(k) is not None:
+                trial.set_user_attr(k, metrics[k])
+        trial.set_user_attr("status", status)
+        values = self._values(metrics)
+        if values is None:
+            trial.set_user_attr("fail_reason", "the evaluation gave no finite value for every objective")
+            self.study.tell(trial, state=TrialState.FAIL)
+            self.counts["failed"] += 1
+            return
+        self._constraints(trial, cost, metrics.get("latency_ms"))
+        self.study.tell(trial, values)
+        self.snapshot(trial.number)
+
+    def _finish(self, key: str, metrics: dict[str, Any] | None, error: str | None) -> None:
+        if error is not None:
+            self._fail_job(key, error, requeue=False)
+            return
+        trials = self.jobs.pop(key, [])
+        arch = self.job_arch.pop(key, None)
+        if arch is not None and metrics is not None:
+            self.tables.put_cached(self.settings_key, key, self.space.name, metrics)
+        for i, trial in enumerate(trials):
+            self.heartbeat.remove(trial._trial_id)
+            self._tell_metrics(trial, metrics, status="evaluated" if i == 0 else "cached")
+            if i:
+                self.counts["cached"] += 1
+
+    def _fail_job(self, key: str, reason: str, *, requeue: bool) -> None:
+        self.job_arch.pop(key, None)
+        for trial in self.jobs.pop(key, []):
+            self.heartbeat.remove(trial._trial_id)
+            trial.set_user_attr("fail_reason", reason)
+            self.study.tell(trial, state=TrialState.FAIL)
+            self.counts["failed"] += 1
+            if requeue:
+                self.study.enqueue_trial(trial.params, skip_if_exists=False)
+
+    def result(self, baseline: dict[str, Any] | None, interrupted: bool) -> SearchResult:
+        return SearchResult(
+            study_name=self.study_name, storage=self.cfg.storage, evaluated=self.evaluated_count(),
+            failed=self.counts["failed"], rejected=self.counts["rejected"], cached=self.counts["cached"],
+            front=[trial_summary(t) for t in sorted(self.last_front, key=lambda t: t.number)],
+            hypervolume=self.last_hv, baseline=baseline, interrupted=interrupted)
+
+
+def trial_summary(t: optuna.trial.FrozenTrial) -> dict[str, Any]:
+    a = t.user_attrs
+    return {"trial": t.number, "ops": a.get("ops"), "arch_hash": a.get("arch_hash"), "macs": a.get("macs"),
+            "params": a.get("params"), "latency_ms": a.get("latency_ms"), "accuracy": a.get("accuracy"),
+            "score": a.get("score"), "values": list(t.values or []), "arch": a.get("arch")}
+
+
+def run_search(cfg: SearchConfig, *, evaluator: Callable[..., dict[str, Any]] = evaluate,
+               runner: Any = None) -> SearchResult:
+    """Run (or continue) the study until it holds ``cfg.trials`` evaluated candidates."""
+    return SearchDriver(cfg, evaluator=evaluator, runner=runner).run()

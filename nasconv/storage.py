@@ -1,0 +1,181 @@
+"""Study storage: Optuna's RDB storage plus nasconv's own tables in the same database.
+
+``open_storage(url)`` gives an ``optuna.storages.RDBStorage`` (with heartbeats, so that trials
+of a driver that died can be failed) and :class:`NasconvTables` for the evaluation cache and
+the Pareto-front snapshots. Any SQLAlchemy URL works: ``sqlite:///studies/nasconv.db`` by
+default, ``postgresql+psycopg://user@host/db`` for clusters.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+import sqlalchemy as sa
+from sqlalchemy import orm
+
+from nasconv.errors import StorageError
+
+DEFAULT_STORAGE = "sqlite:///studies/nasconv.db"
+#: seconds between a driver's heartbeats for its running trials, and how long without one
+#: before another driver may fail them
+HEARTBEAT_INTERVAL_S = 10
+GRACE_PERIOD_S = 40
+
+
+class Base(orm.DeclarativeBase):
+    pass
+
+
+class EvalCacheRow(Base):
+    """One evaluation result, keyed by evaluation settings and architecture hash."""
+
+    __tablename__ = "nasconv_eval_cache"
+    settings_key: orm.Mapped[str] = orm.mapped_column(sa.String(32), primary_key=True)
+    arch_hash: orm.Mapped[str] = orm.mapped_column(sa.String(32), primary_key=True)
+    space: orm.Mapped[str] = orm.mapped_column(sa.String(256))
+    metrics_json: orm.Mapped[str] = orm.mapped_column(sa.Text)
+    created_at: orm.Mapped[dt.datetime] = orm.mapped_column(sa.DateTime)
+
+
+class FrontSnapshotRow(Base):
+    """The Pareto front of a study after one of its trials completed."""
+
+    __tablename__ = "nasconv_front_snapshots"
+    id: orm.Mapped[int] = orm.mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    study_name: orm.Mapped[str] = orm.mapped_column(sa.String(512), index=True)
+    trial_number: orm.Mapped[int] = orm.mapped_column(sa.Integer)
+    n_complete: orm.Mapped[int] = orm.mapped_column(sa.Integer)
+    front_trials_json: orm.Mapped[str] = orm.mapped_column(sa.Text)
+    hypervolume: orm.Mapped[float] = orm.mapped_column(sa.Float)
+    created_at: orm.Mapped[dt.datetime] = orm.mapped_column(sa.DateTime)
+
+
+@dataclass(frozen=True)
+class FrontSnapshot:
+    trial_number: int
+    n_complete: int
+    front_trials: list[int]
+    hypervolume: float
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+def _prepare_sqlite(url: sa.engine.URL) -> None:
+    db = url.database
+    if not db or db == ":memory:":
+        return
+    parent = Path(db).expanduser().resolve().parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StorageError(f"cannot create the studies folder {parent}: {exc.strerror}") from None
+    if not os.access(parent, os.W_OK):
+        raise StorageError(f"the studies folder {parent} is not writable; pass --storage with another URL")
+
+
+def parse_url(url: str) -> sa.engine.URL:
+    try:
+        parsed = sa.engine.make_url(url)
+    except Exception:
+        raise StorageError(f"bad storage URL {url!r}; expected an SQLAlchemy URL such as "
+                           "sqlite:///studies/nasconv.db or postgresql+psycopg://user@host:5432/db") from None
+    try:
+        parsed.get_dialect()
+    except Exception as exc:
+        raise StorageError(f"storage URL {url!r}: unsupported database or driver ({exc.__class__.__name__}: "
+                           f"{str(exc).splitlines()[0]}); for PostgreSQL install nasconv[postgres] and use "
+                           "postgresql+psycopg://") from None
+    return parsed
+
+
+def _engine_kwargs(url: sa.engine.URL) -> dict[str, Any]:
+    if url.get_backend_name() == "sqlite":
+        # Wait for a concurrent writer instead of failing at once with "database is locked".
+        return {"connect_args": {"timeout": 60}}
+    return {"pool_pre_ping": True}
+
+
+class NasconvTables:
+    """nasconv's own tables (evaluation cache, front snapshots) beside Optuna's."""
+
+    def __init__(self, url: str) -> None:
+        parsed = parse_url(url)
+        self.engine = sa.create_engine(parsed, **_engine_kwargs(parsed))
+        try:
+            Base.metadata.create_all(self.engine)
+        except sa.exc.SQLAlchemyError as exc:
+            raise StorageError(f"cannot open storage {safe_url(url)}: {_one_line(exc)}") from None
+
+    def get_cached(self, settings_key: str, arch_hash: str) -> dict[str, Any] | None:
+        with orm.Session(self.engine) as s:
+            row = s.get(EvalCacheRow, (settings_key, arch_hash))
+            return json.loads(row.metrics_json) if row else None
+
+    def put_cached(self, settings_key: str, arch_hash: str, space: str, metrics: dict[str, Any]) -> None:
+        with orm.Session(self.engine) as s:
+            s.add(EvalCacheRow(settings_key=settings_key, arch_hash=arch_hash, space=space,
+                               metrics_json=json.dumps(metrics, sort_keys=True), created_at=_now()))
+            try:
+                s.commit()
+            except sa.exc.IntegrityError:  # another driver cached the same evaluation first
+                s.rollback()
+
+    def add_snapshot(self, study_name: str, snap: FrontSnapshot) -> None:
+        with orm.Session(self.engine) as s:
+            s.add(FrontSnapshotRow(study_name=study_name, trial_number=snap.trial_number, n_complete=snap.n_complete,
+                                   front_trials_json=json.dumps(snap.front_trials), hypervolume=snap.hypervolume,
+                                   created_at=_now()))
+            s.commit()
+
+    def snapshots(self, study_name: str) -> list[FrontSnapshot]:
+        with orm.Session(self.engine) as s:
+            rows = s.scalars(sa.select(FrontSnapshotRow).where(FrontSnapshotRow.study_name == study_name)
+                             .order_by(FrontSnapshotRow.id)).all()
+            return [FrontSnapshot(r.trial_number, r.n_complete, json.loads(r.front_trials_json), r.hypervolume)
+                    for r in rows]
+
+    def cache_size(self) -> int:
+        with orm.Session(self.engine) as s:
+            return int(s.scalar(sa.select(sa.func.count()).select_from(EvalCacheRow)) or 0)
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def open_storage(url: str = DEFAULT_STORAGE, *, heartbeat: bool = True) -> tuple[optuna.storages.RDBStorage,
+                                                                                   NasconvTables]:
+    """Optuna's RDB storage and nasconv's tables for one SQLAlchemy URL; one-line errors."""
+    parsed = parse_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        _prepare_sqlite(parsed)
+    try:
+        kwargs: dict[str, Any] = {"engine_kwargs": _engine_kwargs(parsed)}
+        if heartbeat:
+            kwargs.update(heartbeat_interval=HEARTBEAT_INTERVAL_S, grace_period=GRACE_PERIOD_S)
+        storage = optuna.storages.RDBStorage(url, **kwargs)
+    except StorageError:
+        raise
+    except Exception as exc:
+        raise StorageError(f"cannot open storage {safe_url(url)}: {_one_line(exc)}") from None
+    return storage, NasconvTables(url)
+
+
+def safe_url(url: str) -> str:
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url
+
+
+def _one_line(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None) or exc
+    text = str(orig).strip().splitlines()
+    return f"{type(orig).__name__}: {text[0] if text else ''}"

@@ -1,0 +1,143 @@
+"""End-to-end searches on resnet20 with a zero-cost proxy (seconds each)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from nasconv.budget import parse_budget
+from nasconv.errors import BudgetError, StorageError, UnknownNameError, UsageError
+from nasconv.evaluate import EvalConfig, evaluate
+from nasconv.search import SearchConfig, run_search
+from nasconv.storage import NasconvTables
+from nasconv.train import TrainConfig
+
+ZC = EvalConfig(proxy="synflow", train=TrainConfig(resolution=16), zc_batch=8, latency_max_time_s=0.5)
+
+
+def _cfg(tmp_path, **kw):
+    base = dict(space="resnet20", budget="30mflops", trials=8, sampler="random", seed=0,
+                storage=f"sqlite:///{tmp_path}/s.db", eval=ZC, runner="inline", evaluate_baseline=False,
+                progress=False)
+    base.update(kw)
+    return SearchConfig(**base)
+
+
+def _study(cfg):
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.load_study(study_name=cfg.study_name or "resnet20-30mflops", storage=cfg.storage)
+
+
+def test_search_stores_trials_attrs_front_within_budget(tmp_path):
+    cfg = _cfg(tmp_path, evaluate_baseline=True)
+    res = run_search(cfg)
+    assert res.evaluated == 8 and res.failed == 0
+    study = _study(cfg)
+    done = [t for t in study.trials if t.state == TrialState.COMPLETE and t.user_attrs["status"] != "rejected"]
+    assert len(done) == 8
+    for t in done:
+        a = t.user_attrs
+        for key in ("arch", "arch_hash", "macs", "params", "latency_ms", "latency_iqr_ms", "device", "score",
+                    "train_time_s", "nasconv_version", "torch_version", "node"):
+            assert key in a, key
+        assert a["macs"] <= 30_000_000
+        assert t.values[0] == a["score"] and t.values[1] == a["latency_ms"]
+    rejected = [t for t in study.trials if t.user_attrs.get("status") == "rejected"]
+    assert res.rejected == len(rejected)
+    for t in rejected:  # never evaluated, told infeasible through the constraint mechanism
+        assert "latency_ms" not in t.user_attrs and t.user_attrs["macs"] > 30_000_000
+        assert t.constraints["macs"] > 0
+    assert res.front and all(f["macs"] <= 30_000_000 for f in res.front)
+    assert {f["trial"] for f in res.front} <= {t.number for t in done}
+    # the baseline (over budget here) is evaluated once for reference, not as a trial
+    assert res.baseline["macs"] == 40_813_184 and study.user_attrs["baseline"]["macs"] == 40_813_184
+    snaps = NasconvTables(cfg.storage).snapshots("resnet20-30mflops")
+    assert len(snaps) == 8 and snaps[-1].front_trials == sorted(f["trial"] for f in res.front)
+    assert all(b.hypervolume >= a.hypervolume for a, b in zip(snaps, snaps[1:]))
+
+
+def test_resume_continues_the_count(tmp_path):
+    run_search(_cfg(tmp_path, trials=4))
+    res = run_search(_cfg(tmp_path, trials=7))
+    assert res.evaluated == 7
+    study = _study(_cfg(tmp_path))
+    assert sum(1 for t in study.trials if t.user_attrs.get("status") in ("evaluated", "cached")) == 7
+    again = run_search(_cfg(tmp_path, trials=7))  # already complete: nothing new
+    assert again.evaluated == 7 and len(_study(_cfg(tmp_path)).trials) == len(study.trials)
+
+
+def test_repeated_architecture_comes_from_the_cache(tmp_path):
+    calls = []
+
+    def counting(arch, config):
+        calls.append(arch.arch_hash)
+        return evaluate(arch, config)
+
+    run_search(_cfg(tmp_path, study_name="first"), evaluator=counting)
+    n_first = len(calls)
+    # Same sampler and seed in another study: the same architectures, all reused.
+    res = run_search(_cfg(tmp_path, study_name="second"), evaluator=counting)
+    assert len(calls) == n_first and res.cached == 8
+    statuses = {t.user_attrs.get("status") for t in _study(_cfg(tmp_path, study_name="second")).trials}
+    assert "cached" in statuses and "evaluated" not in statuses
+
+
+def _flaky(arch, config):
+    if arch.arch_hash[-1] in "0123":  # about a quarter of the architectures
+        raise RuntimeError(f"simulated worker failure on {arch.arch_hash}")
+    return evaluate(arch, config)
+
+
+def test_failing_evaluation_becomes_fail_and_search_goes_on(tmp_path):
+    res = run_search(_cfg(tmp_path, trials=10), evaluator=_flaky)
+    assert res.evaluated == 10 and res.failed >= 1
+    failed = [t for t in _study(_cfg(tmp_path)).trials if t.state == TrialState.FAIL]
+    assert failed and all("simulated worker failure" in t.user_attrs["fail_reason"] for t in failed)
+
+
+def test_pareto_json_and_plot(tmp_path):
+    cfg = _cfg(tmp_path, trials=6)
+    run_search(cfg)
+    png = tmp_path / "front.png"
+    out = subprocess.run([sys.executable, "-m", "nasconv.cli", "pareto", "--study", "resnet20-30mflops",
+                          "--storage", cfg.storage, "--json", "--plot", str(png)],
+                         capture_output=True, text=True, check=True)
+    data = json.loads(out.stdout)
+    assert data["study"] == "resnet20-30mflops" and data["evaluated"] == 6 and data["front"]
+    assert all({"trial", "ops", "macs", "params", "latency_ms"} <= set(f) for f in data["front"])
+    assert png.stat().st_size > 10_000 and png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_study_of_another_budget_is_refused(tmp_path):
+    run_search(_cfg(tmp_path, trials=2, study_name="s"))
+    with pytest.raises(StorageError, match="belongs to space 'resnet20', budget '30mflops'"):
+        run_search(_cfg(tmp_path, trials=2, study_name="s", budget="25mflops"))
+
+
+@pytest.mark.parametrize("kw,exc,match", [
+    ({"budget": "1mflops"}, BudgetError, "fewest MACs achievable are 1,509,696"),
+    ({"trials": 0}, UsageError, "--trials must be >= 1"),
+    ({"sampler": "cmaes"}, UnknownNameError, "known: nsga2, tpe, gp, random"),
+    ({"objectives": ("accuracy", "energy")}, UnknownNameError, "unknown objective 'energy'"),
+    ({"storage": "notaurl"}, StorageError, "bad storage URL"),
+])
+def test_bad_configs_fail_before_anything_runs(tmp_path, kw, exc, match):
+    with pytest.raises(exc, match=match):
+        run_search(_cfg(tmp_path, **kw))
+
+
+@pytest.mark.parametrize("sampler", ["nsga2", "tpe", "gp"])
+def test_samplers_run(tmp_path, sampler):
+    res = run_search(_cfg(tmp_path, sampler=sampler, trials=4, objectives=("accuracy", "macs")))
+    assert res.evaluated == 4
+
+
+def test_within_budget_placeholders_do_not_leak_into_the_front(tmp_path):
+    res = run_search(_cfg(tmp_path, budget="8mflops", trials=3, sampler="random"))
+    assert res.rejected > 0
+    assert all(f["macs"] <= parse_budget("8mflops").macs for f in res.front)
