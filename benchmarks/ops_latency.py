@@ -66,6 +66,8 @@ NOISE_TOLERANCE = 1.05
 TARGET_SPEEDUP = 5.0
 #: CPU (in cores) other processes may use during a cell before the findings flag it
 OTHER_CPU_WARN = 0.2
+#: pause before re-timing a cell that other processes competed with
+RETRY_WAIT_S = 20.0
 #: allclose tolerances for the naive-vs-batched output check (float32, different conv algorithms)
 CHECK_RTOL, CHECK_ATOL = 1e-4, 1e-4
 
@@ -203,7 +205,7 @@ class OtherCpu:
 
 
 def run(cases: list[Case], *, shapes: tuple[tuple[int, int], ...], batches: tuple[int, ...], rounds: int,
-        min_repeats: int, min_time_s: float, max_repeats: int, warmup_s: float,
+        min_repeats: int, min_time_s: float, max_repeats: int, warmup_s: float, retry_busy: int,
         log: Callable[[str], None]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     rows: list[dict[str, Any]] = []
     checks: list[dict[str, Any]] = []
@@ -234,14 +236,28 @@ def run(cases: list[Case], *, shapes: tuple[tuple[int, int], ...], batches: tupl
                     del ref, got
                     module = naive
                 fns.append(module)
-            other_cpu.lap()
-            samples: list[list[float]] = [[] for _ in cases]
-            # rounds interleave the rows so a burst of background load hits all of them alike
-            for _ in range(rounds):
-                for i, fn in enumerate(fns):
-                    samples[i] += time_forward(fn, x, min_repeats=per_round_repeats, min_time_s=min_time_s / rounds,
-                                               max_repeats=max(per_round_repeats, max_repeats // rounds),
-                                               warmup_s=warmup_s)
+            # re-time a cell that competed with other processes (shared machine); keep the cleanest try
+            best: tuple[float, list[list[float]]] | None = None
+            for attempt in range(1 + retry_busy):
+                if attempt:
+                    log(f"  other processes used {best[0]:.2f} cores: waiting {RETRY_WAIT_S:.0f} s, "
+                        f"re-timing {channels}x{size}x{size} b{batch} (retry {attempt}/{retry_busy})")
+                    time.sleep(RETRY_WAIT_S)
+                other_cpu.lap()
+                samples: list[list[float]] = [[] for _ in cases]
+                # rounds interleave the rows so a burst of background load hits all of them alike
+                for _ in range(rounds):
+                    for i, fn in enumerate(fns):
+                        samples[i] += time_forward(fn, x, min_repeats=per_round_repeats,
+                                                   min_time_s=min_time_s / rounds,
+                                                   max_repeats=max(per_round_repeats, max_repeats // rounds),
+                                                   warmup_s=warmup_s)
+                other = other_cpu.lap()
+                if best is None or not other >= best[0]:  # nan (no /proc/stat) counts as clean
+                    best = (other, samples)
+                if not best[0] > OTHER_CPU_WARN:
+                    break
+            other, samples = best
             for case, times in zip(cases, samples):
                 cost = op_cost(case.op, channels, channels, KERNEL, size, size, 1, **case.hyper)
                 q1, med, q3 = quartiles(times)
@@ -255,7 +271,6 @@ def run(cases: list[Case], *, shapes: tuple[tuple[int, int], ...], batches: tupl
                     r["mac_efficiency"] = base["latency_ms"] * (r["macs"] / base["macs"]) / r["latency_ms"]
                 log(f"  {channels}x{size}x{size} b{batch} {r['op']:<20} {Case(r['op'], r['op'], r['hyper']).hyper_text:<40}"
                     f" {r['latency_ms']:9.3f} ms  (IQR {r['iqr_ms']:.3f}, n={r['runs']})")
-            other = other_cpu.lap()
             for r in rows[-len(cases):]:
                 r["other_cpu_cores"] = other
             del x, fns
@@ -481,6 +496,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="minimum timed runs per cell (default 7; 3 with --quick)")
     parser.add_argument("--min-time", type=float, default=None,
                         help="minimum seconds of timed runs per cell (default 0.5; 0 with --quick)")
+    parser.add_argument("--retry-busy", type=int, default=None,
+                        help="re-time a shape/batch cell up to N times when other processes used more than "
+                        f"{OTHER_CPU_WARN} of a core meanwhile (default 2; 0 with --quick)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run (< 1 min): batches 1 and 4, few runs; writes files only with --out")
     parser.add_argument("--ops", default=None, help="comma-separated operators (default: all; standard is "
@@ -505,6 +523,9 @@ def main(argv: list[str] | None = None) -> int:
     min_time_s = args.min_time if args.min_time is not None else (0.0 if args.quick else 0.5)
     batches = (1, 4) if args.quick else BATCHES
     rounds = 1 if args.quick else 2
+    retry_busy = args.retry_busy if args.retry_busy is not None else (0 if args.quick else 2)
+    if retry_busy < 0:
+        parser.error(f"--retry-busy must be >= 0, got {retry_busy}")
     warmup_s = 0.0 if args.quick else 0.1
     out_dir = Path(args.out) if args.out else (None if args.quick else Path(__file__).resolve().parent / "results")
 
@@ -516,6 +537,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     rows, checks = run(cases, shapes=SHAPES, batches=batches, rounds=rounds, min_repeats=min_repeats,
                        min_time_s=min_time_s, max_repeats=2000, warmup_s=warmup_s,
+                       retry_busy=retry_busy,
                        log=lambda s: print(s, flush=True))
     run_time = time.perf_counter() - t0
     text, data = findings(rows, checks, SHAPES, batches)
@@ -529,6 +551,7 @@ def main(argv: list[str] | None = None) -> int:
             (c, s, b, next(r for r in rows if r["channels"] == c and r["batch"] == b))
             for b in batches for c, s in SHAPES if any(r["channels"] == c and r["batch"] == b for r in rows))),
         "run_time_s": run_time, "min_repeats": min_repeats, "min_time_s": min_time_s, "rounds": rounds,
+        "retry_busy": retry_busy,
         "warmup_s": warmup_s, "batches": list(batches), "shapes": [list(s) for s in SHAPES],
         "noise_tolerance": NOISE_TOLERANCE, "target_speedup": TARGET_SPEEDUP,
     }

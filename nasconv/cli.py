@@ -451,9 +451,22 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _join_negative_values(argv: list[str]) -> list[str]:
+    """``--budget -1gflops`` -> ``--budget=-1gflops``, so the value is validated (and refused
+    with the accepted forms) instead of argparse taking it for an unknown option."""
+    out: list[str] = []
+    for arg in argv:
+        if out and out[-1] in ("--budget", "--trials", "--workers", "--seed", "--epochs", "--lr") \
+                and len(arg) > 1 and arg[0] == "-" and (arg[1].isdigit() or arg[1] == "."):
+            out[-1] = f"{out[-1]}={arg}"
+        else:
+            out.append(arg)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser().parse_args(_join_negative_values(list(sys.argv[1:] if argv is None else argv)))
         return int(args.func(args) or 0)
     except NasconvError as exc:
         print(f"nasconv: error: {exc}", file=sys.stderr)

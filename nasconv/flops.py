@@ -16,11 +16,14 @@ def count_params(module: nn.Module) -> int:
 def measure_cost(module: nn.Module, input_shape: tuple[int, ...], *, batch: int = 1) -> Cost:
     """Parameters (sum of numel) and MACs per image (FlopCounterMode FLOPs / 2 / batch).
 
-    ``input_shape`` is ``(C, H, W)``; the module is run in eval mode on zeros-like random input.
+    ``input_shape`` is ``(C, H, W)``; the module is run in eval mode on random input on the
+    module's device. A module built on the ``meta`` device is counted without any arithmetic:
+    ``with torch.device("meta"): model = build_model(arch)``.
     """
     was_training = module.training
     module.eval()
-    x = torch.randn(batch, *input_shape)
+    param = next(module.parameters(), None)
+    x = torch.randn(batch, *input_shape, device=param.device if param is not None else "cpu")
     counter = FlopCounterMode(display=False)
     try:
         with torch.no_grad(), counter:

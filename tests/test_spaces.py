@@ -16,7 +16,7 @@ from nasconv.errors import SpaceError, UnknownNameError
 from nasconv.flops import measure_cost
 from nasconv.spaces import list_spaces, load_space
 
-SMALL_RES = {"resnet50": 64, "resnet18": 64, "resnet20": 16}
+SMALL_RES = {"resnet20": 16}
 
 
 def test_shipped_spaces():
@@ -27,15 +27,22 @@ def test_shipped_spaces():
 def test_random_architectures_build_and_cost_exactly(space_name):
     space = load_space(space_name)
     rng = random.Random(0)
-    res = SMALL_RES.get(space_name, 32)
+    res = SMALL_RES.get(space_name, 64)
     archs = [space.sample(rng) for _ in range(50)]
     assert len({a.arch_hash for a in archs}) > 40
-    for arch in archs:
+    for i, arch in enumerate(archs):
         space.check_arch(arch)
-        model = build_model(arch, num_classes=10, in_channels=1)
         expected = estimate_cost(arch, res, num_classes=10, in_channels=1)
-        measured = measure_cost(model, (1, res, res))
+        # FlopCounterMode counts a model built on the meta device without doing the arithmetic ...
+        with torch.device("meta"):
+            meta_model = build_model(arch, num_classes=10, in_channels=1)
+        measured = measure_cost(meta_model, (1, res, res))
         assert (expected.params, expected.macs) == (measured.params, measured.macs), arch.ops_label()
+        if i % 5:
+            continue
+        # ... and every fifth one is built for real, measured, and run.
+        model = build_model(arch, num_classes=10, in_channels=1)
+        assert measure_cost(model, (1, res, res)) == measured
         with torch.no_grad():
             out = model.eval()(torch.randn(2, 1, res, res))
         assert out.shape == (2, 10) and torch.isfinite(out).all()
@@ -143,7 +150,7 @@ def test_bad_space_files(tmp_path, mutate, match):
 
 
 def test_unknown_space_lists_available():
-    with pytest.raises(UnknownNameError, match="known: resnet18, resnet20, resnet50"):
+    with pytest.raises(UnknownNameError, match="known: resnet18, resnet18-all, resnet20, resnet50, resnet50-all"):
         load_space("resnet51")
 
 

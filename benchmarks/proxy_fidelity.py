@@ -1,0 +1,511 @@
+"""Proxy fidelity: does the cheap proxy rank architectures like a longer training does?
+
+    python benchmarks/proxy_fidelity.py [--spaces resnet50,resnet20] [--n 12] [--seed 0] [--longer 5]
+                                        [--threads 2] [--quick] [--out DIR]
+
+For each space, ``--n`` distinct architectures are sampled (``space.sample(random.Random(seed))``,
+duplicates skipped) and each is evaluated with ``nasconv.evaluate.evaluate`` (``latency=False``):
+
+* ``train``: the default brief-training proxy, with the space's ``proxy`` settings applied
+  (``dataclasses.replace(TrainConfig(), **space.proxy_settings)``, as the CLI does);
+* the reference: the same proxy settings (same reduced copy, seed, optimiser and one-cycle
+  schedule, stretched over the longer run) trained on ``--longer`` times as many images:
+  ``train_images = min(60000, longer x default)`` and ``epochs = ceil(longer x default images x
+  default epochs / train_images)``, validated on ``--ref-val-images`` (default: all 10,000
+  t10k images, so that the reference's own noise is smaller);
+* ``synflow``, ``naswot``, ``grad_norm`` and ``params``: the zero-cost proxies, on the full
+  untrained network (``zc_batch`` images at the proxy resolution).
+
+Each proxy's score is compared with the reference accuracy by Spearman's rho (average ranks for
+ties) and Kendall's tau-b, with a bootstrap 95% interval for rho (architectures resampled).
+
+Per-architecture rows are saved to ``proxy_fidelity.json`` after every evaluation; a re-run
+reuses every stored result whose architecture hash and ``settings_key`` match, so an interrupted
+run continues where it stopped. ``--n`` may be one number or per space (``resnet50=8,resnet20=12``);
+the first n samples of a seed are always the same architectures. ``--quick`` is a smoke run (3
+architectures, 600/200 images, a 2x reference) that writes files only when ``--out`` is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as _dt
+import json
+import math
+import os
+import platform
+import random
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from nasconv.cost import estimate_cost
+from nasconv.data import load_dataset
+from nasconv.evaluate import EvalConfig, evaluate
+from nasconv.proxies import ZERO_COST_PROXIES
+from nasconv.spaces import load_space
+from nasconv.train import TrainConfig, reduced_copy
+
+#: the default proxy first, then the zero-cost ones; every one is compared with REFERENCE
+PROXY_ORDER: tuple[str, ...] = ("train",) + ZERO_COST_PROXIES
+REFERENCE = "reference"
+#: the goal the issue sets for the default proxy
+TARGET_RHO = 0.7
+BOOTSTRAP_RESAMPLES = 2000
+JSON_NAME, MD_NAME = "proxy_fidelity.json", "proxy_fidelity.md"
+
+
+# --- rank statistics (no scipy) -------------------------------------------------------------
+
+
+def rankdata(values: Any) -> np.ndarray:
+    """1-based ranks, ties sharing their average rank (scipy's ``rankdata(method="average")``)."""
+    x = np.asarray(values, dtype=float)
+    order = np.argsort(x, kind="mergesort")
+    ranks = np.empty(len(x), dtype=float)
+    sorted_x = x[order]
+    i = 0
+    while i < len(x):
+        j = i
+        while j + 1 < len(x) and sorted_x[j + 1] == sorted_x[i]:
+            j += 1
+        ranks[order[i:j + 1]] = (i + j) / 2 + 1
+        i = j + 1
+    return ranks
+
+
+def spearman(a: Any, b: Any) -> float:
+    """Pearson correlation of the average ranks; NaN when either side is constant."""
+    ra, rb = rankdata(a), rankdata(b)
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    denom = math.sqrt(float((ra * ra).sum() * (rb * rb).sum()))
+    return float((ra * rb).sum() / denom) if denom > 0 else float("nan")
+
+
+def kendall_tau_b(a: Any, b: Any) -> float:
+    """Kendall's tau-b (ties corrected); NaN when either side is constant."""
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    dx = np.sign(x[:, None] - x[None, :])
+    dy = np.sign(y[:, None] - y[None, :])
+    iu = np.triu_indices(len(x), k=1)
+    dx, dy = dx[iu], dy[iu]
+    s = float((dx * dy).sum())
+    denom = math.sqrt(float((dx != 0).sum()) * float((dy != 0).sum()))
+    return s / denom if denom > 0 else float("nan")
+
+
+def bootstrap_rho(a: Any, b: Any, *, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> tuple[float, float]:
+    """2.5% and 97.5% quantiles of Spearman's rho over architectures drawn with replacement."""
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    rng = np.random.default_rng(seed)
+    rhos = []
+    for _ in range(resamples):
+        idx = rng.integers(0, len(x), len(x))
+        r = spearman(x[idx], y[idx])
+        if not math.isnan(r):
+            rhos.append(r)
+    if not rhos:
+        return float("nan"), float("nan")
+    lo, hi = np.quantile(rhos, [0.025, 0.975])
+    return float(lo), float(hi)
+
+
+def _finite(v: float | None) -> float:
+    # A score of -inf (synflow/naswot of a degenerate network) or NaN ranks last.
+    return -math.inf if v is None or math.isnan(v) else v
+
+
+# --- settings -------------------------------------------------------------------------------
+
+
+def proxy_train_config(space_name: str, base: TrainConfig) -> TrainConfig:
+    """The default proxy's training settings for a space: the CLI's ``proxy`` section applied."""
+    return dataclasses.replace(base, **load_space(space_name).proxy_settings)
+
+
+def reference_train_config(proxy: TrainConfig, longer: float, *, max_train_images: int,
+                           val_images: int | None) -> TrainConfig:
+    """``longer`` times the images of ``proxy``: more distinct images first, then more epochs."""
+    total = longer * proxy.train_images * proxy.epochs
+    train_images = int(min(max_train_images, total))
+    epochs = max(1, math.ceil(total / train_images))
+    return dataclasses.replace(proxy, train_images=train_images, epochs=epochs,
+                               val_images=val_images if val_images is not None else proxy.val_images)
+
+
+def eval_configs(space_name: str, args: argparse.Namespace, n_train_available: int) -> dict[str, EvalConfig]:
+    base_train = TrainConfig()
+    if args.quick:
+        base_train = dataclasses.replace(base_train, train_images=600, val_images=200)
+    proxy_train = proxy_train_config(space_name, base_train)
+    ref_train = reference_train_config(proxy_train, args.longer, max_train_images=n_train_available,
+                                       val_images=args.ref_val_images)
+    base = EvalConfig(data=args.data, data_dir=args.data_dir, latency=False, threads=args.threads)
+    cfgs = {REFERENCE: dataclasses.replace(base, proxy="train", train=ref_train)}
+    for p in PROXY_ORDER:
+        cfgs[p] = dataclasses.replace(base, proxy=p, train=proxy_train)
+    return cfgs
+
+
+def parse_n(text: str, spaces: list[str]) -> dict[str, int]:
+    """``12`` for every space, or ``resnet50=8,resnet20=12`` (spaces not named get the default 12)."""
+    if "=" not in text:
+        return {s: int(text) for s in spaces}
+    out = {s: 12 for s in spaces}
+    for part in text.split(","):
+        name, _, value = part.partition("=")
+        if name.strip() not in spaces:
+            raise ValueError(f"--n names {name.strip()!r}, which is not in --spaces ({', '.join(spaces)})")
+        out[name.strip()] = int(value)
+    return out
+
+
+def sample_archs(space_name: str, n: int, seed: int) -> list[Any]:
+    space = load_space(space_name)
+    rng = random.Random(seed)
+    archs, seen = [], set()
+    for _ in range(1000 * n):
+        if len(archs) == n:
+            break
+        a = space.sample(rng)
+        if a.arch_hash not in seen:
+            seen.add(a.arch_hash)
+            archs.append(a)
+    return archs
+
+
+# --- measurement ----------------------------------------------------------------------------
+
+
+class OtherCpu:
+    """CPU (in cores) that other processes used between two laps, from /proc/stat."""
+
+    def __init__(self) -> None:
+        self._last = self._now()
+
+    @staticmethod
+    def _now() -> tuple[float, float, float] | None:
+        try:
+            fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        except (OSError, ValueError):
+            return None
+        busy = sum(fields) - fields[3] - (fields[4] if len(fields) > 4 else 0)  # minus idle and iowait
+        own = os.times()
+        return busy / os.sysconf("SC_CLK_TCK"), own.user + own.system, time.monotonic()
+
+    def lap(self) -> float:
+        now, last = self._now(), self._last
+        self._last = now
+        if now is None or last is None or now[2] <= last[2]:
+            return float("nan")
+        return max(0.0, (now[0] - last[0]) - (now[1] - last[1])) / (now[2] - last[2])
+
+
+def run_one(arch: Any, cfg: EvalConfig, other: OtherCpu) -> dict[str, Any]:
+    other.lap()
+    cpu0 = time.process_time()
+    m = evaluate(arch, cfg)
+    keep = ("score", "accuracy", "val_loss", "diverged", "diverged_step", "train_time_s", "eval_time_s", "steps",
+            "settings_key", "proxy_params", "proxy_macs")
+    out = {k: m.get(k) for k in keep if k in m}
+    out["cpu_s"] = time.process_time() - cpu0
+    out["other_cpu_cores"] = other.lap()
+    out["load1"] = os.getloadavg()[0]
+    out["finished"] = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return out
+
+
+def arch_row(space_name: str, index: int, arch: Any, train: TrainConfig) -> dict[str, Any]:
+    full = estimate_cost(arch)
+    red = reduced_copy(arch, max_depth=train.max_depth, width_factor=train.width_factor, resolution=train.resolution,
+                       num_classes=10, in_channels=arch.in_channels, small_stem=train.small_stem)
+    return {
+        "space": space_name, "index": index, "arch_hash": arch.arch_hash, "ops": arch.ops_label(),
+        "depths": [s.depth for s in arch.stages], "widths": [s.width for s in arch.stages],
+        "params": full.params, "macs": full.macs,
+        "proxy_depths": [s.depth for s in red.stages], "proxy_widths": [s.width for s in red.stages],
+        "arch": arch.to_dict(), "results": {},
+    }
+
+
+# --- summary --------------------------------------------------------------------------------
+
+
+def summarize(rows: list[dict[str, Any]], space: str, seed: int) -> list[dict[str, Any]]:
+    done = [r for r in rows if r["space"] == space and REFERENCE in r["results"]]
+    ref = [r["results"][REFERENCE]["accuracy"] for r in done]
+    out = []
+    for p in (REFERENCE,) + PROXY_ORDER:
+        have = [r for r in done if p in r["results"]]
+        times = [r["results"][p]["eval_time_s"] for r in have]
+        entry: dict[str, Any] = {"space": space, "proxy": p, "n": len(have),
+                                 "time_per_candidate_s": float(np.mean(times)) if times else None,
+                                 "cpu_per_candidate_s": float(np.mean([r["results"][p]["cpu_s"] for r in have]))
+                                 if have else None}
+        if p != REFERENCE and len(have) >= 3:
+            score = [_finite(r["results"][p]["score"]) for r in have]
+            target = [r["results"][REFERENCE]["accuracy"] for r in have]
+            entry["spearman_rho"] = spearman(score, target)
+            entry["kendall_tau"] = kendall_tau_b(score, target)
+            entry["rho_ci95"] = list(bootstrap_rho(score, target, seed=seed))
+        out.append(entry)
+    if ref:
+        out[0]["accuracy_min"], out[0]["accuracy_max"] = min(ref), max(ref)
+    return out
+
+
+def _f(v: float | None, fmt: str = ".2f") -> str:
+    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, fmt)
+
+
+def findings(summary: list[dict[str, Any]], rows: list[dict[str, Any]]) -> list[str]:
+    lines = []
+    for space in dict.fromkeys(s["space"] for s in summary):
+        ss = [s for s in summary if s["space"] == space and s["proxy"] != REFERENCE and "spearman_rho" in s]
+        if not ss:
+            continue
+        default = next((s for s in ss if s["proxy"] == "train"), None)
+        best = max(ss, key=lambda s: -math.inf if math.isnan(s["spearman_rho"]) else s["spearman_rho"])
+        n = ss[0]["n"]
+        if default is not None:
+            met = default["spearman_rho"] >= TARGET_RHO
+            lo, hi = default["rho_ci95"]
+            lines.append(
+                f"- **{space}** (n = {n}): the default proxy's rho = {default['spearman_rho']:.2f} "
+                f"(95% bootstrap interval {lo:.2f} to {hi:.2f}); the goal rho >= {TARGET_RHO} is "
+                f"**{'met' if met else 'not met'}** on this sample"
+                + ("" if met == (lo >= TARGET_RHO) else "; the interval straddles the goal, so n is too small to "
+                   "settle it") + ".")
+        lines.append(f"  Best-ranking proxy: `{best['proxy']}` (rho {best['spearman_rho']:.2f}); zero-cost proxies: "
+                     + ", ".join(f"{s['proxy']} {_f(s['spearman_rho'])}" for s in ss if s["proxy"] != "train") + ".")
+        accs = [r["results"][REFERENCE]["accuracy"] for r in rows if r["space"] == space and REFERENCE in r["results"]]
+        div = [r["arch_hash"] for r in rows if r["space"] == space
+               and any(v.get("diverged") for v in r["results"].values())]
+        lines.append(f"  Reference accuracies span {min(accs):.4f} to {max(accs):.4f} (range "
+                     f"{100 * (max(accs) - min(accs)):.1f} points)"
+                     + (f"; diverged runs (accuracy 0): {', '.join(div)}" if div else "") + ".")
+    return lines
+
+
+def markdown(meta: dict[str, Any], summary: list[dict[str, Any]], rows: list[dict[str, Any]]) -> str:
+    out = [
+        "# Proxy fidelity: proxy scores vs a longer training",
+        "",
+        f"Generated by `benchmarks/proxy_fidelity.py`; do not edit by hand. Command: `{meta['command']}`",
+        "",
+        f"- date: {meta['date']}; wall time of this invocation {meta['run_time_s']:.0f} s"
+        + (f" (results reused from an earlier, interrupted invocation: {meta['reused']})" if meta["reused"] else ""),
+        f"- torch {meta['torch']}, Python {meta['python']}, threads {meta['threads']} (torch.set_num_threads)",
+        f"- CPU: {meta['cpu']} ({meta['cpu_count']} logical CPUs); the machine is shared: load average (1/5/15 min) "
+        f"before: {meta['load_before']}, after: {meta['load_after']}; mean CPU used by other processes during the "
+        f"evaluations: {meta['other_cpu_mean']} cores, so times are inflated",
+        f"- nasconv revision: {meta['git']}; data: {meta['data']}",
+        f"- architectures: the first n distinct samples of `space.sample(random.Random({meta['seed']}))` per space",
+    ]
+    for space, s in meta["settings"].items():
+        p, r = s["train"]["train"], s[REFERENCE]["train"]
+        out.append(
+            f"- {space}: default proxy = brief training of the reduced copy (max_depth {p['max_depth']}, width_factor "
+            f"{p['width_factor']}, small_stem {p['small_stem']}), {p['train_images']} images x {p['epochs']} epoch(s), "
+            f"{p['val_images']} val images, {p['resolution']} px, seed {p['seed']}; reference = the same reduced copy and "
+            f"settings, {r['train_images']} images x {r['epochs']} epoch(s) ({meta['longer']:g}x the images seen; the "
+            f"one-cycle schedule is stretched over the longer run), {r['val_images']} val images; zero-cost proxies "
+            f"score the full untrained network on {s['synflow']['zc_batch']} images")
+    out += [
+        "- rho = Spearman's rank correlation (average ranks for ties), tau = Kendall's tau-b, each of the proxy's "
+        "score against the reference's validation accuracy; 95% CI: bootstrap over architectures "
+        f"({BOOTSTRAP_RESAMPLES} resamples). Time per candidate: mean wall time of `evaluate()` (CPU time in "
+        "brackets: > wall when 2 threads ran, < wall when the process waited for a core)",
+        "",
+        "## Findings",
+        "",
+        *findings(summary, rows),
+        "",
+        "## Summary",
+        "",
+        "| space | proxy | n | Spearman rho | 95% CI | Kendall tau | time per candidate s (CPU s) |",
+        "|---|---|---:|---:|---|---:|---:|",
+    ]
+    for s in summary:
+        ci = f"{s['rho_ci95'][0]:.2f} to {s['rho_ci95'][1]:.2f}" if "rho_ci95" in s else ""
+        name = {"train": "train (default proxy)", REFERENCE: f"{REFERENCE} ({meta['longer']:g}x training)"}.get(
+            s["proxy"], s["proxy"])
+        out.append(f"| {s['space']} | {name} | {s['n']} | {_f(s.get('spearman_rho'))} | {ci} | "
+                   f"{_f(s.get('kendall_tau'))} | {_f(s['time_per_candidate_s'], '.1f')} "
+                   f"({_f(s['cpu_per_candidate_s'], '.1f')}) |")
+    for space in dict.fromkeys(r["space"] for r in rows):
+        rs = [r for r in rows if r["space"] == space and REFERENCE in r["results"]]
+        if not rs:
+            continue
+        out += ["", f"## {space}: per architecture", "",
+                "Ops per stage; depths x widths of the searched network (the proxy trains the reduced copy). "
+                "Rank 1 = best reference accuracy.", "",
+                "| # | arch_hash | ops | depths x widths | ref acc | ref rank | train acc | synflow | naswot | "
+                "grad_norm | params | ref s | train s |",
+                "|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        ranks = rankdata([-r["results"][REFERENCE]["accuracy"] for r in rs])
+        for r, rank in zip(rs, ranks):
+            res = r["results"]
+            g = lambda p, k="score", fmt=".3f": _f(res[p][k], fmt) if p in res else "n/a"  # noqa: E731
+            dw = "/".join(map(str, r["depths"])) + " x " + "/".join(map(str, r["widths"]))
+            out.append(f"| {r['index']} | `{r['arch_hash']}` | {r['ops']} | {dw} | {g(REFERENCE, 'accuracy', '.4f')} | "
+                       f"{rank:g} | {g('train', 'accuracy', '.4f')} | {g('synflow')} | {g('naswot', fmt='.1f')} | "
+                       f"{g('grad_norm')} | {g('params', fmt=',.0f')} | {g(REFERENCE, 'eval_time_s', '.0f')} | "
+                       f"{g('train', 'eval_time_s', '.0f')} |")
+    return "\n".join(out) + "\n"
+
+
+# --- output ---------------------------------------------------------------------------------
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def git_revision() -> str:
+    try:
+        here = Path(__file__).resolve().parent
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True,
+                             cwd=here).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "nasconv"], capture_output=True, text=True,
+                               cwd=here).stdout.strip()
+        return rev + (" (nasconv/ has uncommitted changes)" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--spaces", default="resnet50,resnet20", help="comma-separated spaces, run in this order")
+    parser.add_argument("--n", default=None, help="architectures per space: 12 (default; 3 with --quick) or "
+                        "per space, e.g. resnet50=8,resnet20=12")
+    parser.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    parser.add_argument("--longer", type=float, default=None,
+                        help="the reference sees this many times the proxy's images (default 5; 2 with --quick)")
+    parser.add_argument("--ref-val-images", type=int, default=None,
+                        help="validation images of the reference (default: all 10,000; 200 with --quick)")
+    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
+    parser.add_argument("--data", default="fashion-mnist", help="dataset spec (default fashion-mnist)")
+    parser.add_argument("--data-dir", default=None, help="where to look for the dataset first")
+    parser.add_argument("--quick", action="store_true", help="smoke run; writes files only with --out")
+    parser.add_argument("--fresh", action="store_true", help="ignore results stored in the output JSON")
+    parser.add_argument("--out", default=None, help="output folder (default benchmarks/results)")
+    args = parser.parse_args(argv)
+
+    spaces = [s.strip() for s in args.spaces.split(",") if s.strip()]
+    try:
+        n_per_space = parse_n(args.n or ("3" if args.quick else "12"), spaces)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if any(n < 3 for n in n_per_space.values()):
+        parser.error("--n must be >= 3 (rank correlations of fewer points mean nothing)")
+    if args.longer is None:
+        args.longer = 2.0 if args.quick else 5.0
+    if args.ref_val_images is None:
+        args.ref_val_images = 200 if args.quick else None
+    if args.threads < 1:
+        parser.error(f"--threads must be >= 1, got {args.threads}")
+    out_dir = Path(args.out) if args.out else (None if args.quick else Path(__file__).resolve().parent / "results")
+    torch.set_num_threads(args.threads)
+
+    ds = load_dataset(args.data, data_dir=args.data_dir)
+    n_train_available = len(ds.train_y)
+    if args.ref_val_images is None:
+        args.ref_val_images = len(ds.val_y)
+
+    # Results stored by an earlier run, keyed by (arch_hash, settings_key): reused, never recomputed.
+    stored: dict[tuple[str, str], dict[str, Any]] = {}
+    old_rows: list[dict[str, Any]] = []
+    if out_dir is not None and (out_dir / JSON_NAME).exists() and not args.fresh:
+        old = json.loads((out_dir / JSON_NAME).read_text())
+        old_rows = old.get("rows", [])
+        for r in old_rows:
+            for p, res in r["results"].items():
+                stored[(r["arch_hash"], res["settings_key"])] = res
+    reused = 0
+
+    load_before = ", ".join(f"{v:.2f}" for v in os.getloadavg())
+    t0 = time.perf_counter()
+    other = OtherCpu()
+    meta: dict[str, Any] = {
+        "command": "python benchmarks/proxy_fidelity.py" + ("" if not sys.argv[1:] else " " + shlex.join(sys.argv[1:])),
+        "torch": torch.__version__, "python": platform.python_version(), "threads": torch.get_num_threads(),
+        "cpu": cpu_model(), "cpu_count": os.cpu_count(), "git": git_revision(), "data": args.data,
+        "seed": args.seed, "longer": args.longer, "n": n_per_space, "load_before": load_before, "settings": {},
+    }
+    rows: list[dict[str, Any]] = []
+    # rows of spaces (or architectures beyond n) not in this invocation are kept, not dropped
+    keep_old = [r for r in old_rows if r["space"] not in spaces]
+
+    def save() -> None:
+        if out_dir is None:
+            return
+        meta.update(date=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+                    run_time_s=time.perf_counter() - t0, load_after=", ".join(f"{v:.2f}" for v in os.getloadavg()),
+                    reused=reused)
+        all_rows = rows + keep_old
+        others = [v.get("other_cpu_cores") for r in all_rows for v in r["results"].values()]
+        others = [o for o in others if o is not None and not math.isnan(o)]
+        meta["other_cpu_mean"] = f"{np.mean(others):.2f}" if others else "n/a"
+        summary = [s for sp in dict.fromkeys(r["space"] for r in all_rows) for s in summarize(all_rows, sp, args.seed)]
+        out_dir.mkdir(parents=True, exist_ok=True)
+        _write_atomic(out_dir / JSON_NAME, json.dumps({"meta": meta, "summary": summary, "rows": all_rows},
+                                                      indent=1, default=float) + "\n")
+        _write_atomic(out_dir / MD_NAME, markdown(meta, summary, all_rows))
+
+    for space in spaces:
+        cfgs = eval_configs(space, args, n_train_available)
+        meta["settings"][space] = {p: c.to_dict() for p, c in cfgs.items()}
+        archs = sample_archs(space, n_per_space[space], args.seed)
+        print(f"{space}: {len(archs)} architectures; reference {cfgs[REFERENCE].train.train_images} images x "
+              f"{cfgs[REFERENCE].train.epochs} epoch(s); load average {os.getloadavg()[0]:.2f}", flush=True)
+        for i, arch in enumerate(archs):
+            row = arch_row(space, i, arch, cfgs["train"].train)
+            rows.append(row)
+            # reference first: without it the row counts for nothing
+            for p in (REFERENCE,) + PROXY_ORDER:
+                cfg = cfgs[p]
+                key = (arch.arch_hash, cfg.settings_key())
+                if key in stored:
+                    row["results"][p] = stored[key]
+                    reused += 1
+                    continue
+                res = run_one(arch, cfg, other)
+                row["results"][p] = res
+                shown = f"acc {res['accuracy']:.4f}" if res.get("accuracy") is not None else f"score {res['score']:.4g}"
+                print(f"  {space} #{i} {arch.arch_hash} {p:>9}: {shown}  {res['eval_time_s']:.1f} s "
+                      f"(cpu {res['cpu_s']:.1f} s, others {res['other_cpu_cores']:.2f} cores)", flush=True)
+                save()
+            save()
+        for s in summarize(rows, space, args.seed):
+            if "spearman_rho" in s:
+                print(f"  {space} {s['proxy']:>9}: rho {s['spearman_rho']:+.3f}  tau {s['kendall_tau']:+.3f}  "
+                      f"CI {s['rho_ci95'][0]:+.2f}..{s['rho_ci95'][1]:+.2f}", flush=True)
+    save()
+    print(f"run time {time.perf_counter() - t0:.0f} s" + (f"; wrote {out_dir / MD_NAME} and {out_dir / JSON_NAME}"
+                                                            if out_dir is not None else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

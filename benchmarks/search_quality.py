@@ -1,0 +1,476 @@
+"""Search quality: hypervolume after N evaluated trials for nsga2, tpe and random, several seeds each.
+
+    python benchmarks/search_quality.py [--trials 60] [--seeds 3] [--samplers nsga2,tpe,random]
+        [--storage sqlite:////tmp/nasconv-bench-quality.db] [--phase 20] [--deadline-min 70]
+        [--latency-resolution PX] [--report-only] [--out DIR]
+
+Every sampler x seed is its own study (``q-<sampler>-s<seed>``) on ``resnet50`` at ``4gflops``,
+objectives accuracy (the ``synflow`` zero-cost score, maximised) and latency (measured, ms,
+batch 1 at 224 x 224, minimised), all in one SQLite file, so that the evaluation cache is shared:
+an architecture already evaluated by any study is not evaluated again, and its latency is then
+the same number in every study that meets it (latency noise does not favour one sampler).
+
+The studies are grown in phases (all to 20 evaluated trials, then all to 40, then 60), so that a
+run stopped by ``--deadline-min`` still compares every sampler and seed at one trial count. The
+script is resumable: a study that already holds its target is skipped, one that holds fewer is
+continued by ``run_search``. A continued study is given a sampler seed derived from its seed and
+its trial count (see ``resume_seed``): with the study's own seed the sampler would replay the
+architectures it proposed at the start (a known nasconv behaviour; for ``random`` every one of
+them, which the cache then serves as "cached" trials).
+
+Hypervolume: each study's feasible front (evaluated and cached trials; over-budget candidates
+are never evaluated) against ONE reference point common to all studies (score: the minimum over
+all evaluated trials - 1; latency: the maximum x 1.1), divided by the box between that point and
+the ideal point (best score, best latency over all studies), so 1.0 would be a single candidate
+best at both. The study's own final snapshot hypervolume (its own reference point, not
+comparable across studies) is reported beside it.
+
+Writes ``search_quality.md``, ``search_quality.json`` and ``search_quality.png`` to ``--out``
+(default benchmarks/results).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+import torch
+
+from nasconv.evaluate import EvalConfig
+from nasconv.search import SearchConfig, run_search
+from nasconv.storage import NasconvTables
+from nasconv.train import TrainConfig
+
+SPACE = "resnet50"
+BUDGET = "4gflops"
+OBJECTIVES = ("accuracy", "latency")
+SAMPLERS = ("nsga2", "tpe", "random")
+
+
+def eval_config(latency_resolution: int | None) -> EvalConfig:
+    return EvalConfig(proxy="synflow", latency=True, latency_resolution=latency_resolution, latency_max_time_s=3.0,
+                      train=TrainConfig(resolution=32), zc_batch=32, threads=2)
+
+
+DEFAULT_STORAGE = "sqlite:////tmp/nasconv-bench-quality.db"
+CURVE_STEP = 10
+
+
+def study_name(sampler: str, seed: int) -> str:
+    return f"q-{sampler}-s{seed}"
+
+
+def resume_seed(seed: int, n_trials: int) -> int:
+    """The study's seed for a fresh study; a different, reproducible one for a continued study."""
+    return seed if n_trials == 0 else seed * 1_000_003 + n_trials
+
+
+def _load(name: str, storage: str) -> optuna.Study | None:
+    try:
+        return optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        return None
+
+
+def _evaluated(study: optuna.Study | None) -> list[optuna.trial.FrozenTrial]:
+    if study is None:
+        return []
+    done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    return sorted((t for t in done if t.user_attrs.get("status") in ("evaluated", "cached")), key=lambda t: t.number)
+
+
+# --- running ------------------------------------------------------------------------------
+
+
+def run_all(samplers: list[str], seeds: int, trials: int, phase: int, storage: str, deadline_s: float,
+            log_path: Path, ev: EvalConfig) -> list[dict[str, Any]]:
+    """Grow every study to each phase target in turn; one JSON line per run in ``log_path``."""
+    runs = []
+    t_start = time.monotonic()
+    targets = list(range(phase, trials, phase)) + [trials]
+    for target in targets:
+        for seed in range(seeds):
+            for sampler in samplers:
+                name = study_name(sampler, seed)
+                study = _load(name, storage)
+                have = len(_evaluated(study))
+                if have >= target:
+                    continue
+                elapsed = time.monotonic() - t_start
+                if elapsed > deadline_s:
+                    print(f"deadline reached after {elapsed / 60:.0f} min: not growing {name} to {target}", flush=True)
+                    return runs
+                n_trials = len(study.trials) if study is not None else 0
+                cfg = SearchConfig(space=SPACE, budget=BUDGET, trials=target, sampler=sampler, objectives=OBJECTIVES,
+                                   seed=resume_seed(seed, n_trials), storage=storage, study_name=name, eval=ev,
+                                   runner="inline", cpus_per_worker=2, evaluate_baseline=True, progress=True)
+                cache_before = NasconvTables(storage).cache_size() if study is not None else None
+                print(f"{name}: {have} -> {target} evaluated trials (sampler seed {cfg.seed}); "
+                      f"load {_load_avg()}", flush=True)
+                t0 = time.perf_counter()
+                res = run_search(cfg)
+                wall = time.perf_counter() - t0
+                tables = NasconvTables(storage)
+                rec = {"study": name, "sampler": sampler, "seed": seed, "sampler_seed": cfg.seed, "from": have,
+                       "to": res.evaluated, "wall_s": wall, "cached": res.cached, "rejected": res.rejected,
+                       "failed": res.failed, "cache_size_before": cache_before, "cache_size_after": tables.cache_size(),
+                       "load": _load_avg(), "date": _now()}
+                tables.dispose()
+                runs.append(rec)
+                with log_path.open("a") as f:
+                    f.write(json.dumps(rec) + "\n")
+                print(f"{name}: done in {wall:.0f} s ({res.cached} cached, {res.rejected} rejected)", flush=True)
+    return runs
+
+
+# --- hypervolume --------------------------------------------------------------------------
+
+
+def hv2d(points: np.ndarray, ref: np.ndarray) -> float:
+    """Hypervolume of 2-D loss points (both minimised) dominated below ``ref``."""
+    pts = points[(points < ref).all(axis=1)]
+    if len(pts) == 0:
+        return 0.0
+    pts = pts[np.lexsort((pts[:, 1], pts[:, 0]))]  # by first loss, ties by second
+    hv, best_y = 0.0, ref[1]
+    for x, y in pts:
+        if y < best_y:
+            hv += (ref[0] - x) * (best_y - y)
+            best_y = y
+    return float(hv)
+
+
+def _losses(trials: list[optuna.trial.FrozenTrial]) -> np.ndarray:
+    """(-score, latency_ms) per trial."""
+    return np.array([[-float(t.user_attrs["score"]), float(t.user_attrs["latency_ms"])] for t in trials])
+
+
+def analyse(samplers: list[str], seeds: int, storage: str) -> dict[str, Any]:
+    """Per study: normalised hypervolumes against two references common to all studies.
+
+    ``range``: each objective's reference sits 10% of its observed range (over all studies)
+    beyond its worst value; ``wide``: score min - 1, latency max x 1.1. Each HV is divided by
+    the box between its reference and the ideal point (best score, best latency over all).
+    """
+    studies: dict[str, list[optuna.trial.FrozenTrial]] = {}
+    loaded: dict[str, optuna.study.Study] = {}
+    for sampler in samplers:
+        for seed in range(seeds):
+            name = study_name(sampler, seed)
+            study = _load(name, storage)
+            if study is not None and _evaluated(study):
+                loaded[name] = study
+                studies[name] = _evaluated(study)
+    pooled = np.concatenate([_losses(ts) for ts in studies.values()])
+    ideal, worst = pooled.min(axis=0), pooled.max(axis=0)
+    refs = {"range": worst + 0.1 * (worst - ideal),
+            "wide": np.array([worst[0] + 1.0, worst[1] * 1.1])}
+    boxes = {k: float(np.prod(r - ideal)) for k, r in refs.items()}
+    common_n = min(len(ts) for ts in studies.values())
+    tables = NasconvTables(storage)
+    per_study: dict[str, dict[str, Any]] = {}
+    for name, ts in studies.items():
+        study = loaded[name]
+        losses = _losses(ts)
+
+        def hv(k: int, ref: str) -> float:
+            return hv2d(losses[:k], refs[ref]) / boxes[ref]
+
+        own = [s for s in tables.snapshots(name) if s.trial_number >= 0]
+        trials = study.get_trials(deepcopy=False)
+        statuses = [t.user_attrs.get("status") for t in trials]
+        front = [ts[i] for i in _front_indices(losses[:common_n])]
+        per_study[name] = {
+            "sampler": study.user_attrs.get("sampler"), "seed": study.user_attrs.get("seed"),
+            "evaluated": len(ts), "optuna_trials": len(trials),
+            "new_evaluations": statuses.count("evaluated"), "cached": statuses.count("cached"),
+            "rejected": statuses.count("rejected"),
+            "failed": sum(1 for t in trials if t.state == optuna.trial.TrialState.FAIL),
+            "unique_archs": len({t.user_attrs["arch_hash"] for t in ts[:common_n]}),
+            "hv": hv(common_n, "range"), "hv_wide": hv(common_n, "wide"),
+            "hv_all_trials": hv(len(ts), "range"),
+            "curve": {k: hv(k, "range") for k in range(CURVE_STEP, len(ts) + 1, CURVE_STEP)},
+            "own_snapshot_hv": own[-1].hypervolume if own else None, "own_snapshot_n": own[-1].n_complete if own else None,
+            "own_reference": study.user_attrs.get("hv_reference"),
+            "front": [{"trial": t.number, "ops": t.user_attrs.get("ops"), "score": t.user_attrs["score"],
+                       "latency_ms": t.user_attrs["latency_ms"], "macs": t.user_attrs["macs"]}
+                      for t in sorted(front, key=lambda t: t.user_attrs["latency_ms"])],
+            "best_score": float(-losses[:common_n, 0].min()), "best_latency_ms": float(losses[:common_n, 1].min()),
+        }
+    tables.dispose()
+    return {"eval_config": next(iter(loaded.values())).user_attrs.get("eval_config"),
+            "references": {k: [float(-r[0]), float(r[1])] for k, r in refs.items()},
+            "ideal": [float(-ideal[0]), float(ideal[1])], "boxes": boxes, "common_n": common_n,
+            "n_points": int(len(pooled)), "n_unique": len({t.user_attrs["arch_hash"] for ts in studies.values() for t in ts}),
+            "score_range": [float(-worst[0]), float(-ideal[0])],
+            "latency_range_ms": [float(ideal[1]), float(worst[1])],
+            "studies": per_study}
+
+
+def _front_indices(losses: np.ndarray) -> list[int]:
+    out = []
+    for i, p in enumerate(losses):
+        dominated = ((losses <= p).all(axis=1) & (losses < p).any(axis=1)).any()
+        if not dominated:
+            out.append(i)
+    return out
+
+
+# --- report -------------------------------------------------------------------------------
+
+
+def _mean_std(xs: list[float]) -> tuple[float, float]:
+    return (statistics.mean(xs), statistics.stdev(xs) if len(xs) > 1 else 0.0) if xs else (float("nan"), 0.0)
+
+
+def summarise(an: dict[str, Any], samplers: list[str], seeds: int) -> tuple[str, dict[str, Any]]:
+    n = an["common_n"]
+    rows, data = [], {}
+    for sampler in samplers:
+        st = [an["studies"][study_name(sampler, s)] for s in range(seeds) if study_name(sampler, s) in an["studies"]]
+        hv = [s["hv"] for s in st]
+        wide = [s["hv_wide"] for s in st]
+        own = [s["own_snapshot_hv"] for s in st if s["own_snapshot_hv"] is not None]
+        m, sd = _mean_std(hv)
+        mw, sdw = _mean_std(wide)
+        data[sampler] = {"hv": hv, "mean": m, "std": sd, "hv_wide": wide, "mean_wide": mw, "std_wide": sdw,
+                         "own_snapshot_hv": own, "best_latency_ms": [s["best_latency_ms"] for s in st],
+                         "best_score": [s["best_score"] for s in st],
+                         "curve": {k: statistics.mean(s["curve"][k] for s in st)
+                                   for k in sorted(set.intersection(*(set(s["curve"]) for s in st)))},
+                         "evaluated": [s["evaluated"] for s in st], "cached": [s["cached"] for s in st],
+                         "new_evaluations": [s["new_evaluations"] for s in st],
+                         "rejected": [s["rejected"] for s in st], "unique_archs": [s["unique_archs"] for s in st],
+                         "front_sizes": [len(s["front"]) for s in st]}
+        rows.append(sampler)
+    rnd = data.get("random")
+    verdict = []
+    if rnd:
+        for sampler in samplers:
+            if sampler == "random":
+                continue
+            d = data[sampler]
+            diff = d["mean"] - rnd["mean"]
+            wins = sum(1 for a in d["hv"] for b in rnd["hv"] if a > b)
+            pairs = len(d["hv"]) * len(rnd["hv"])
+            clear = diff > 0 and min(d["hv"]) > max(rnd["hv"])
+            data[sampler]["vs_random"] = {"diff": diff, "pairwise_wins": wins, "pairs": pairs,
+                                          "every_seed_above_every_random_seed": clear,
+                                          "diff_in_random_stds": diff / rnd["std"] if rnd["std"] else None}
+            verdict.append(
+                f"- {sampler} vs random: mean {d['mean']:.4f} vs {rnd['mean']:.4f} ({diff:+.4f}; "
+                + (f"{diff / rnd['std']:+.1f} random std; " if rnd["std"] else "")
+                + f"beats a random seed in {wins}/{pairs} seed pairs; every {sampler} seed above every random "
+                f"seed: {'yes' if clear else 'no'}).")
+        clearly = [s for s in samplers if s != "random" and data[s]["vs_random"]["every_seed_above_every_random_seed"]]
+        goal = len(clearly) == len([s for s in samplers if s != "random"])
+        verdict.insert(0, f"- Goal \"nsga2 and tpe clearly above random\" (read as: every seed of the sampler above "
+                          f"every random seed, at {n} evaluated trials): **{'holds' if goal else 'does not hold'}**"
+                          + ("" if goal else f" (clearly above: {', '.join(clearly) or 'none'})") + ".")
+    lines = ["| sampler | HV mean | HV std | HV per seed (s0, s1, s2) | HV, wide ref: mean (std) | wide ref per seed "
+             "| own snapshot HV per seed | best latency ms per seed | best score per seed |",
+             "|---|---:|---:|---|---:|---|---|---|---|"]
+    for sampler in rows:
+        d = data[sampler]
+        lines.append(f"| {sampler} | {d['mean']:.4f} | {d['std']:.4f} | {', '.join(f'{v:.4f}' for v in d['hv'])} | "
+                     f"{d['mean_wide']:.4f} ({d['std_wide']:.4f}) | {', '.join(f'{v:.4f}' for v in d['hv_wide'])} | "
+                     f"{', '.join(f'{v:.4g}' for v in d['own_snapshot_hv'])} | "
+                     f"{', '.join(f'{v:.0f}' for v in d['best_latency_ms'])} | "
+                     f"{', '.join(f'{v:.4f}' for v in d['best_score'])} |")
+    ks = sorted(set.intersection(*(set(data[s]["curve"]) for s in samplers)))
+    curve = ["| evaluated trials | " + " | ".join(samplers) + " |", "|---:|" + "---:|" * len(samplers)]
+    for k in ks:
+        curve.append(f"| {k} | " + " | ".join(f"{data[s]['curve'][k]:.4f}" for s in samplers) + " |")
+    counts = ["| sampler | evaluated | new evaluations | served by the cache | rejected (over budget) | "
+              "unique architectures | front size |", "|---|---|---|---|---|---|---|"]
+    for s in samplers:
+        d = data[s]
+        counts.append(" | ".join([f"| {s}"] + [", ".join(map(str, d[k])) for k in (
+            "evaluated", "new_evaluations", "cached", "rejected", "unique_archs", "front_sizes")]) + " |")
+    text = "\n".join(
+        [f"### Hypervolume at {n} evaluated trials (common reference, normalised)", ""] + lines + ["", *verdict, "",
+         "### Hypervolume vs evaluated trials (mean over seeds)", ""] + curve + ["",
+         "### Trial counts per seed (s0, s1, ...)", ""] + counts)
+    return text, data
+
+
+def plot(data: dict[str, Any], samplers: list[str], path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for s in samplers:
+        ks = sorted(data[s]["curve"])
+        ax.plot(ks, [data[s]["curve"][k] for k in ks], marker="o", label=s)
+    ax.set_xlabel("evaluated trials")
+    ax.set_ylabel("normalised hypervolume (mean over seeds)")
+    ax.set_title(f"{SPACE} at {BUDGET}: synflow score vs measured latency")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+# --- output -------------------------------------------------------------------------------
+
+
+def _load_avg() -> str:
+    return ", ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def git_revision() -> str:
+    here = Path(__file__).resolve().parent
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True,
+                             cwd=here).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "nasconv"], capture_output=True, text=True,
+                               cwd=here).stdout.strip()
+        return rev + (" (nasconv/ has uncommitted changes)" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def markdown(meta: dict[str, Any], an: dict[str, Any], text: str, png: bool) -> str:
+    rr, rw, ideal = an["references"]["range"], an["references"]["wide"], an["ideal"]
+    ev = an["eval_config"] or {}
+    score_share = (an["score_range"][1] - an["score_range"][0]) / (an["ideal"][0] - rw[0])
+    runs = meta["runs"]
+    out = [
+        "# Search quality: nsga2 vs tpe vs random",
+        "",
+        f"Generated by `benchmarks/search_quality.py`; do not edit by hand. Command: `{meta['command']}`",
+        "",
+        f"- date: {meta['date']}; search wall time {meta['search_wall_s'] / 60:.0f} min over {len(runs)} run(s) "
+        f"of this invocation (all runs, resumed ones included: {meta['all_runs_wall_s'] / 60:.0f} min)",
+        f"- torch {meta['torch']}, Optuna {meta['optuna']}, Python {meta['python']}; CPU: {meta['cpu']} "
+        f"({meta['cpu_count']} logical CPUs), inline runner, torch threads 2",
+        f"- load average (1/5/15 min) at start: {meta['load_before']}, at the end: {meta['load_after']}; per run: "
+        f"{meta['load_per_run']}",
+        f"- nasconv revision: {meta['git']}",
+        f"- space `{SPACE}`, budget `{BUDGET}`, objectives: synflow score (max) and measured latency (min); "
+        f"{meta['trials_target']} evaluated trials per study targeted, {an['common_n']} reached by every study; "
+        f"studies grown in phases of {meta['phase']}",
+        f"- evaluation (as stored with the studies): synflow on the full untrained network at "
+        f"{ev.get('train', {}).get('resolution')} px; latency at {ev.get('latency_resolution') or 224} px (the space's "
+        f"resolution is 224), batch {ev.get('latency_batch')}, eval mode, >= 10 timed runs after 3 warm-up runs (cap "
+        f"{ev.get('latency_max_time_s')} s once 10 are in), torch threads {ev.get('threads')}; storage `{meta['storage']}` shared by all studies, so the evaluation cache is shared: an "
+        "architecture is evaluated once and then has the same score and latency in every study (fairer: latency "
+        "noise cannot favour a sampler)",
+        f"- samplers as nasconv makes them: nsga2 (population 10), tpe (multivariate, 10 startup trials), random; "
+        f"a study continued in a later phase gets sampler seed `seed * 1000003 + trials so far`, because a resumed "
+        f"study re-seeded with its own seed replays its first proposals",
+        f"- hypervolume (HV): the study's feasible front (evaluated + cached trials; over-budget candidates are "
+        f"never evaluated) over its first {an['common_n']} evaluated trials, in (score max, latency min), against "
+        f"one reference point for all studies, divided by the box between that point and the ideal point "
+        f"(best score {ideal[0]:.4f}, best latency {ideal[1]:.1f} ms over all {an['n_points']} evaluated trials, "
+        f"{an['n_unique']} distinct architectures), so 1.0 = one candidate best at both. HV: reference 10% of each "
+        f"objective's observed range beyond its worst value: ({rr[0]:.4f}, {rr[1]:.1f} ms). HV, wide ref: "
+        f"(min score - 1, max latency x 1.1) = ({rw[0]:.4f}, {rw[1]:.1f} ms): synflow scores seen span "
+        f"{an['score_range'][0]:.4f} .. {an['score_range'][1]:.4f}, {score_share:.0%} of this box's score side, so "
+        f"the wide reference weighs the latency reached {1 / score_share:.1f}x more than the score. Latencies seen {an['latency_range_ms'][0]:.1f} .. "
+        f"{an['latency_range_ms'][1]:.1f} ms",
+        "- own snapshot HV: the last front snapshot nasconv stored for the study, against the study's own "
+        "reference point (fixed from its first front; not comparable across studies)",
+        "",
+        "## Results",
+        "",
+        text,
+        "",
+    ]
+    if png:
+        out += ["![hypervolume vs trials](search_quality.png)", ""]
+    out += ["### Runs", "", "| study | from -> to | wall s | cached | rejected | load (1/5/15) |", "|---|---|---:|---:|---:|---|"]
+    for r in meta["all_runs"]:
+        out.append(f"| {r['study']} | {r['from']} -> {r['to']} | {r['wall_s']:.0f} | {r['cached']} | {r['rejected']} | "
+                   f"{r['load']} |")
+    return "\n".join(out) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--trials", type=int, default=60, help="evaluated trials per study (default 60)")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds per sampler (default 3)")
+    parser.add_argument("--samplers", default=",".join(SAMPLERS), help="comma-separated (default nsga2,tpe,random)")
+    parser.add_argument("--storage", default=DEFAULT_STORAGE, help=f"shared storage (default {DEFAULT_STORAGE})")
+    parser.add_argument("--phase", type=int, default=20, help="grow all studies by this many trials at a time")
+    parser.add_argument("--deadline-min", type=float, default=float("inf"),
+                        help="start no new run after this many minutes (the report covers what is there)")
+    parser.add_argument("--latency-resolution", type=int, default=None,
+                        help="latency input size in px (default: the space's, 224)")
+    parser.add_argument("--report-only", action="store_true", help="analyse the storage, run nothing")
+    parser.add_argument("--out", default=None, help="output folder (default benchmarks/results)")
+    args = parser.parse_args(argv)
+    samplers = [s.strip() for s in args.samplers.split(",") if s.strip()]
+    if args.trials < CURVE_STEP or args.seeds < 1 or args.phase < 1:
+        parser.error("--trials must be >= 10, --seeds and --phase >= 1")
+    out_dir = Path(args.out) if args.out else Path(__file__).resolve().parent / "results"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(2)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    db = args.storage.removeprefix("sqlite:///")
+    log_path = Path(db + ".runs.jsonl") if args.storage.startswith("sqlite:///") else out_dir / "search_quality.runs.jsonl"
+
+    load_before = _load_avg()
+    t0 = time.perf_counter()
+    runs = [] if args.report_only else run_all(samplers, args.seeds, args.trials, args.phase, args.storage,
+                                               args.deadline_min * 60, log_path,
+                                               eval_config(args.latency_resolution))
+    search_wall = time.perf_counter() - t0
+    all_runs = [json.loads(line) for line in log_path.read_text().splitlines()] if log_path.exists() else runs
+    an = analyse(samplers, args.seeds, args.storage)
+    text, data = summarise(an, samplers, args.seeds)
+    png = plot(data, samplers, out_dir / "search_quality.png")
+    meta = {
+        "date": _now(), "command": "python benchmarks/search_quality.py" + (
+            "" if not sys.argv[1:] else " " + shlex.join(sys.argv[1:])),
+        "torch": torch.__version__, "optuna": optuna.__version__, "python": platform.python_version(),
+        "cpu": cpu_model(), "cpu_count": os.cpu_count(), "git": git_revision(), "storage": args.storage,
+        "load_before": load_before, "load_after": _load_avg(),
+        "load_per_run": "; ".join(f"{r['study']}@{r['to']}: {r['load'].split(',')[0]}" for r in all_runs) or "n/a",
+        "search_wall_s": search_wall, "all_runs_wall_s": sum(r["wall_s"] for r in all_runs),
+        "trials_target": args.trials, "phase": args.phase, "seeds": args.seeds, "samplers": samplers,
+        "runs": runs, "all_runs": all_runs, "eval_config": an["eval_config"],
+    }
+    print("\n" + text)
+    (out_dir / "search_quality.md").write_text(markdown(meta, an, text, png))
+    (out_dir / "search_quality.json").write_text(json.dumps({"meta": meta, "analysis": an, "summary": data},
+                                                            indent=1, default=str) + "\n")
+    print(f"wrote {out_dir / 'search_quality.md'} and .json" + (" and .png" if png else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
