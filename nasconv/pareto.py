@@ -91,7 +91,8 @@ def plot_front(study: optuna.Study, path: str) -> None:
         ax.scatter([base[xk]], [base[yk]], marker="*", s=220, c="tab:blue", label="baseline (all standard)",
                    zorder=5)
     ax.set_xlabel({"latency": "latency (ms)", "macs": "MACs", "params": "parameters"}.get(xo, xo))
-    ax.set_ylabel("accuracy" if yo == "accuracy" else yo)
+    proxy = (study.user_attrs.get("eval_config") or {}).get("proxy", "train")
+    ax.set_ylabel(yo if yo != "accuracy" else ("validation accuracy" if proxy == "train" else f"{proxy} score"))
     ax.set_title(f"{study.study_name}")
     ax.grid(alpha=0.3)
     ax.legend()
