@@ -47,7 +47,10 @@ class BasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(width)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = _shortcut(c_in, width, stride)
-        self.last_bn = self.bn2
+
+    @property
+    def last_bn(self) -> nn.BatchNorm2d:  # a property, not a second registration of bn2
+        return self.bn2
 
     @staticmethod
     def complexity(c_in: int, width: int, stride: int, op: OpChoice, h: int, w: int) -> tuple[Cost, int, int]:
@@ -78,7 +81,10 @@ class Bottleneck(nn.Module):
         self.bn3 = nn.BatchNorm2d(c_out)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = _shortcut(c_in, c_out, stride)
-        self.last_bn = self.bn3
+
+    @property
+    def last_bn(self) -> nn.BatchNorm2d:
+        return self.bn3
 
     @staticmethod
     def complexity(c_in: int, width: int, stride: int, op: OpChoice, h: int, w: int,

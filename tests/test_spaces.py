@@ -60,9 +60,11 @@ def test_resnet50_baseline_is_torchvision_resnet50():
     # torchvision's parameter names and shapes
     assert names["conv1.weight"].shape == (64, 3, 7, 7)
     assert names["layer1.0.conv2.weight"].shape == (64, 64, 3, 3)
-    assert names["layer3.5.downsample.0.weight"].shape if "layer3.5.downsample.0.weight" in names else True
+    assert "layer3.5.downsample.0.weight" not in names and "layer3.0.downsample.0.weight" in names
     assert names["layer4.0.downsample.0.weight"].shape == (2048, 1024, 1, 1)
     assert names["fc.weight"].shape == (1000, 2048)
+    # torchvision's ResNet-50 state dict has 320 entries (161 parameters + BN buffers)
+    assert len(model.state_dict()) == 320 and len(names) == 161
 
 
 def test_resnet18_and_resnet20_baselines():
