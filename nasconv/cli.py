@@ -448,6 +448,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--host", default="127.0.0.1")
     q.add_argument("--port", type=int, default=8080)
     q.set_defaults(func=cmd_dashboard)
+    from nasconv.export import add_export_parser
+    add_export_parser(sub)
     return p
 
 
