@@ -13,7 +13,7 @@ from nasconv.ops import list_ops
 from nasconv.spaces import load_space
 
 SUBCOMMANDS = [["ops"], ["space"], ["space", "list"], ["space", "show"], ["cost"], ["sample"], ["evaluate"],
-               ["search"], ["pareto"], ["dashboard"]]
+               ["search"], ["pareto"], ["dashboard"], ["export"]]
 
 
 def run(*argv, check=False):
