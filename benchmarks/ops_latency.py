@@ -42,8 +42,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from nasconv.ops import create_op, get_op, list_ops, op_cost
-from nasconv.ops.dynamic import _ExpertConv2d
-from nasconv.ops.tied import _TiedConv2d
+from nasconv.ops.dynamic import CondConv2d, DynamicConv2d
+from nasconv.ops.tied import TiedBlockConv2d
 
 #: ResNet-50's 3x3 convolutions: (channels, height = width) of stages conv2_x .. conv5_x
 SHAPES: tuple[tuple[int, int], ...] = ((64, 56), (128, 28), (256, 14), (512, 7))
@@ -78,7 +78,7 @@ CHECK_RTOL, CHECK_ATOL = 1e-4, 1e-4
 class TiedBlockLoop(nn.Module):
     """TBC/TGC as a Python loop over the B channel blocks, with the module's one shared weight."""
 
-    def __init__(self, tied: _TiedConv2d) -> None:
+    def __init__(self, tied: TiedBlockConv2d) -> None:
         super().__init__()
         self.tied = tied
 
@@ -96,7 +96,7 @@ class ExpertLoop(nn.Module):
     is tiny, and the point of comparison is the convolution.
     """
 
-    def __init__(self, experts: _ExpertConv2d) -> None:
+    def __init__(self, experts: CondConv2d | DynamicConv2d) -> None:
         super().__init__()
         self.experts = experts
 
@@ -142,8 +142,12 @@ def build_cases(ops: list[str]) -> list[Case]:
     return cases
 
 
-def wrap_naive(case: Case, module: nn.Module) -> nn.Module:
-    return TiedBlockLoop(module) if isinstance(module, _TiedConv2d) else ExpertLoop(module)
+def wrap_naive(module: nn.Module) -> nn.Module:
+    if isinstance(module, TiedBlockConv2d):
+        return TiedBlockLoop(module)
+    if isinstance(module, (CondConv2d, DynamicConv2d)):
+        return ExpertLoop(module)
+    raise TypeError(f"no naive form for {type(module).__name__}")
 
 
 def time_forward(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, *, min_repeats: int,
@@ -224,7 +228,7 @@ def run(cases: list[Case], *, shapes: tuple[tuple[int, int], ...], batches: tupl
             for case in cases:
                 module = modules[(case.op, json.dumps(case.hyper, sort_keys=True))]
                 if case.naive:
-                    naive = wrap_naive(case, module).eval()
+                    naive = wrap_naive(module).eval()
                     with torch.inference_mode():
                         ref, got = module(x), naive(x)
                     ok = ref.shape == got.shape and torch.allclose(ref, got, rtol=CHECK_RTOL, atol=CHECK_ATOL)
@@ -458,7 +462,8 @@ def markdown(meta: dict[str, Any], rows: list[dict[str, Any]], text: str,
         f"- nasconv revision: {meta['git']}",
         f"- timing: eval mode, torch.inference_mode, warm-up >= 2 runs and {meta['warmup_s']} s, then >= "
         f"{meta['min_repeats']} timed runs and >= {meta['min_time_s']} s per cell in {meta['rounds']} interleaved "
-        f"round(s); latency = median, IQR = q3 - q1 (ms)",
+        f"round(s); latency = median, IQR = q3 - q1 (ms); a cell is re-timed up to {meta['retry_busy']} time(s) when "
+        f"other processes used > {OTHER_CPU_WARN} of a core meanwhile (the cleanest try is kept)",
         "- params and MACs: analytic (`op_cost`), per image; the kernel is 3x3, c_in = c_out, stride 1",
         "- vs standard = latency / standard's latency at the same shape and batch; MAC efficiency = "
         "(standard latency x op MACs / standard MACs) / op latency (1.0 = as fast per MAC as a plain conv)",
@@ -498,7 +503,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="minimum seconds of timed runs per cell (default 0.5; 0 with --quick)")
     parser.add_argument("--retry-busy", type=int, default=None,
                         help="re-time a shape/batch cell up to N times when other processes used more than "
-                        f"{OTHER_CPU_WARN} of a core meanwhile (default 2; 0 with --quick)")
+                        f"{OTHER_CPU_WARN} of a core meanwhile (default 1; 0 with --quick)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run (< 1 min): batches 1 and 4, few runs; writes files only with --out")
     parser.add_argument("--ops", default=None, help="comma-separated operators (default: all; standard is "
@@ -523,7 +528,7 @@ def main(argv: list[str] | None = None) -> int:
     min_time_s = args.min_time if args.min_time is not None else (0.0 if args.quick else 0.5)
     batches = (1, 4) if args.quick else BATCHES
     rounds = 1 if args.quick else 2
-    retry_busy = args.retry_busy if args.retry_busy is not None else (0 if args.quick else 2)
+    retry_busy = args.retry_busy if args.retry_busy is not None else (0 if args.quick else 1)
     if retry_busy < 0:
         parser.error(f"--retry-busy must be >= 0, got {retry_busy}")
     warmup_s = 0.0 if args.quick else 0.1

@@ -2,7 +2,7 @@
 
     python benchmarks/search_quality.py [--trials 60] [--seeds 3] [--samplers nsga2,tpe,random]
         [--storage sqlite:////tmp/nasconv-bench-quality.db] [--phase 20] [--deadline-min 70]
-        [--latency-resolution PX] [--report-only] [--out DIR]
+        [--latency-resolution PX] [--retest 12] [--report-only] [--out DIR]
 
 Every sampler x seed is its own study (``q-<sampler>-s<seed>``) on ``resnet50`` at ``4gflops``,
 objectives accuracy (the ``synflow`` zero-cost score, maximised) and latency (measured, ms,
@@ -14,9 +14,10 @@ The studies are grown in phases (all to 20 evaluated trials, then all to 40, the
 run stopped by ``--deadline-min`` still compares every sampler and seed at one trial count. The
 script is resumable: a study that already holds its target is skipped, one that holds fewer is
 continued by ``run_search``. A continued study is given a sampler seed derived from its seed and
-its trial count (see ``resume_seed``): with the study's own seed the sampler would replay the
-architectures it proposed at the start (a known nasconv behaviour; for ``random`` every one of
-them, which the cache then serves as "cached" trials).
+its trial count (see ``resume_seed``): at nasconv 3f42f1f a study resumed with its own seed
+replayed the architectures it proposed at the start (for ``random`` every one of them, served by
+the cache as "cached" trials). The driver now re-seeds a resumed study itself (``_reseed``), so
+this is belt and braces, kept so that the stored results are reproduced by this script.
 
 Hypervolume: each study's feasible front (evaluated and cached trials; over-budget candidates
 are never evaluated) against ONE reference point common to all studies (score: the minimum over
@@ -43,6 +44,11 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+# Before torch loads its OpenMP runtime: threads that spin while they wait for work make a
+# multi-threaded forward pass 10-50x slower when other processes share the cores (measured on
+# this machine: 1.3-2.8 s instead of ~70 ms for a resnet50 variant at 112 px, 2 threads).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np
 import optuna
@@ -228,6 +234,44 @@ def _front_indices(losses: np.ndarray) -> list[int]:
     return out
 
 
+def latency_retest(storage: str, samplers: list[str], seeds: int, n: int) -> dict[str, Any] | None:
+    """Measure ``n`` evaluated architectures' latency again (spread over the stored latencies), as
+    ``evaluate`` does: how repeatable is the objective the samplers optimise on this machine?"""
+    from nasconv.arch import ArchSpec
+    from nasconv.build import build_model
+    from nasconv.profile import measure_latency
+
+    if n < 2:
+        return None
+    seen: dict[str, tuple[dict[str, Any], float]] = {}
+    ev: dict[str, Any] = {}
+    for sampler in samplers:
+        for seed in range(seeds):
+            study = _load(study_name(sampler, seed), storage)
+            ev = ev or (study.user_attrs.get("eval_config") if study else None) or {}
+            for t in _evaluated(study):
+                seen.setdefault(t.user_attrs["arch_hash"], (t.user_attrs["arch"], float(t.user_attrs["latency_ms"])))
+    if len(seen) < 2:
+        return None
+    ordered = sorted(seen.values(), key=lambda v: v[1])
+    picks = [ordered[round(i * (len(ordered) - 1) / (n - 1))] for i in range(min(n, len(ordered)))]
+    rows = []
+    for arch_dict, stored in picks:
+        arch = ArchSpec.from_dict(arch_dict)
+        torch.manual_seed(ev.get("train", {}).get("seed", 0))
+        lat = measure_latency(build_model(arch), in_channels=arch.in_channels,
+                              resolution=ev.get("latency_resolution") or arch.resolution,
+                              batch_size=ev.get("latency_batch", 1), max_time_s=ev.get("latency_max_time_s", 3.0))
+        rows.append({"ops": arch.ops_label(), "stored_ms": stored, "again_ms": lat.median_ms, "load": _load_avg()})
+    a = np.array([r["stored_ms"] for r in rows])
+    b = np.array([r["again_ms"] for r in rows])
+    rank = lambda x: np.argsort(np.argsort(x))  # noqa: E731 - no ties among float latencies
+    rho = float(np.corrcoef(rank(a), rank(b))[0, 1])
+    rel = np.abs(b / a - 1.0)
+    return {"n": len(rows), "spearman": rho, "median_abs_rel_diff": float(np.median(rel)),
+            "max_abs_rel_diff": float(rel.max()), "rows": rows}
+
+
 # --- report -------------------------------------------------------------------------------
 
 
@@ -306,6 +350,17 @@ def summarise(an: dict[str, Any], samplers: list[str], seeds: int) -> tuple[str,
     return text, data
 
 
+def retest_text(r: dict[str, Any]) -> str:
+    lines = [f"### Latency repeatability: {r['n']} evaluated architectures (spread over the stored latencies) "
+             "measured again after the searches", "",
+             f"Spearman rank correlation stored vs again: {r['spearman']:.2f}; |again / stored - 1|: median "
+             f"{r['median_abs_rel_diff']:.0%}, max {r['max_abs_rel_diff']:.0%}.", "",
+             "| architecture (op per stage) | stored ms | again ms | load (1/5/15) |", "|---|---:|---:|---|"]
+    for row in r["rows"]:
+        lines.append(f"| {row['ops']} | {row['stored_ms']:.1f} | {row['again_ms']:.1f} | {row['load']} |")
+    return "\n".join(lines)
+
+
 def plot(data: dict[str, Any], samplers: list[str], path: Path) -> bool:
     try:
         import matplotlib
@@ -372,12 +427,16 @@ def markdown(meta: dict[str, Any], an: dict[str, Any], text: str, png: bool) -> 
         "",
         f"Generated by `benchmarks/search_quality.py`; do not edit by hand. Command: `{meta['command']}`",
         "",
-        f"- date: {meta['date']}; search wall time {meta['search_wall_s'] / 60:.0f} min over {len(runs)} run(s) "
-        f"of this invocation (all runs, resumed ones included: {meta['all_runs_wall_s'] / 60:.0f} min)",
+        f"- searches ran {meta['all_runs'][0]['date'] if meta['all_runs'] else 'n/a'} .. "
+        f"{meta['all_runs'][-1]['date'] if meta['all_runs'] else 'n/a'} (report written {meta['date']}); search wall "
+        f"time {meta['all_runs_wall_s'] / 60:.0f} min over {len(meta['all_runs'])} run(s) (study x phase), "
+        f"{len(runs)} of them in the invocation that wrote this report",
         f"- torch {meta['torch']}, Optuna {meta['optuna']}, Python {meta['python']}; CPU: {meta['cpu']} "
-        f"({meta['cpu_count']} logical CPUs), inline runner, torch threads 2",
-        f"- load average (1/5/15 min) at start: {meta['load_before']}, at the end: {meta['load_after']}; per run: "
-        f"{meta['load_per_run']}",
+        f"({meta['cpu_count']} logical CPUs), inline runner, torch threads 2, OMP_WAIT_POLICY={meta['omp_wait_policy']}",
+        f"- load average (1/5/15 min) when the first run ended: "
+        f"{meta['all_runs'][0]['load'] if meta['all_runs'] else 'n/a'}, when the last ended: "
+        f"{meta['all_runs'][-1]['load'] if meta['all_runs'] else 'n/a'} (2 cores, shared with other work); 1-min load "
+        f"at the end of each run (study@trials): {meta['load_per_run']}",
         f"- nasconv revision: {meta['git']}",
         f"- space `{SPACE}`, budget `{BUDGET}`, objectives: synflow score (max) and measured latency (min); "
         f"{meta['trials_target']} evaluated trials per study targeted, {an['common_n']} reached by every study; "
@@ -389,8 +448,8 @@ def markdown(meta: dict[str, Any], an: dict[str, Any], text: str, png: bool) -> 
         "architecture is evaluated once and then has the same score and latency in every study (fairer: latency "
         "noise cannot favour a sampler)",
         f"- samplers as nasconv makes them: nsga2 (population 10), tpe (multivariate, 10 startup trials), random; "
-        f"a study continued in a later phase gets sampler seed `seed * 1000003 + trials so far`, because a resumed "
-        f"study re-seeded with its own seed replays its first proposals",
+        f"a study continued in a later phase is run with seed `seed * 1000003 + trials so far` (which nasconv's "
+        f"driver re-seeds again from the trial number), so that it does not replay its first proposals",
         f"- hypervolume (HV): the study's feasible front (evaluated + cached trials; over-budget candidates are "
         f"never evaluated) over its first {an['common_n']} evaluated trials, in (score max, latency min), against "
         f"one reference point for all studies, divided by the box between that point and the ideal point "
@@ -430,6 +489,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="start no new run after this many minutes (the report covers what is there)")
     parser.add_argument("--latency-resolution", type=int, default=None,
                         help="latency input size in px (default: the space's, 224)")
+    parser.add_argument("--retest", type=int, default=12,
+                        help="architectures whose latency is measured again for the report (default 12; 0: none)")
     parser.add_argument("--report-only", action="store_true", help="analyse the storage, run nothing")
     parser.add_argument("--out", default=None, help="output folder (default benchmarks/results)")
     args = parser.parse_args(argv)
@@ -453,12 +514,15 @@ def main(argv: list[str] | None = None) -> int:
     an = analyse(samplers, args.seeds, args.storage)
     text, data = summarise(an, samplers, args.seeds)
     png = plot(data, samplers, out_dir / "search_quality.png")
+    retest = latency_retest(args.storage, samplers, args.seeds, args.retest)
+    if retest:
+        text += "\n\n" + retest_text(retest)
     meta = {
         "date": _now(), "command": "python benchmarks/search_quality.py" + (
             "" if not sys.argv[1:] else " " + shlex.join(sys.argv[1:])),
         "torch": torch.__version__, "optuna": optuna.__version__, "python": platform.python_version(),
         "cpu": cpu_model(), "cpu_count": os.cpu_count(), "git": git_revision(), "storage": args.storage,
-        "load_before": load_before, "load_after": _load_avg(),
+        "load_before": load_before, "load_after": _load_avg(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         "load_per_run": "; ".join(f"{r['study']}@{r['to']}: {r['load'].split(',')[0]}" for r in all_runs) or "n/a",
         "search_wall_s": search_wall, "all_runs_wall_s": sum(r["wall_s"] for r in all_runs),
         "trials_target": args.trials, "phase": args.phase, "seeds": args.seeds, "samplers": samplers,
@@ -466,7 +530,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     print("\n" + text)
     (out_dir / "search_quality.md").write_text(markdown(meta, an, text, png))
-    (out_dir / "search_quality.json").write_text(json.dumps({"meta": meta, "analysis": an, "summary": data},
+    (out_dir / "search_quality.json").write_text(json.dumps({"meta": meta, "analysis": an, "summary": data,
+                                                             "latency_retest": retest},
                                                             indent=1, default=str) + "\n")
     print(f"wrote {out_dir / 'search_quality.md'} and .json" + (" and .png" if png else ""))
     return 0
