@@ -395,7 +395,7 @@ def git_revision() -> str:
     try:
         rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True,
                              cwd=here).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "nasconv"], capture_output=True, text=True,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", ":/nasconv"], capture_output=True, text=True,
                                cwd=here).stdout.strip()
         return rev + (" (nasconv/ has uncommitted changes)" if dirty else "")
     except (OSError, subprocess.CalledProcessError):

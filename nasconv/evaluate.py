@@ -88,8 +88,12 @@ def resolve_device_kind(device: str) -> str:
 
 
 def evaluate(arch: ArchSpec, config: EvalConfig | None = None, *,
-             progress: Callable[[int, int, float], None] | None = None) -> dict[str, Any]:
-    """Accuracy (or proxy score), latency, params, MACs, timings and flags of one architecture."""
+             progress: Callable[[int, int, float], None] | None = None, keep_weights: bool = False) -> dict[str, Any]:
+    """Accuracy (or proxy score), latency, params, MACs, timings and flags of one architecture.
+
+    With ``keep_weights`` (training proxy) the trained network comes back too, as
+    ``metrics["weights"]`` (:func:`nasconv.export.weights_payload`), for export.
+    """
     cfg = config or EvalConfig()
     cfg.check()
     if cfg.threads:
@@ -106,10 +110,15 @@ def evaluate(arch: ArchSpec, config: EvalConfig | None = None, *,
     }
     ds = load_dataset(cfg.data, data_dir=cfg.data_dir, seed=cfg.train.seed)
     if cfg.proxy == "train":
-        res = train_candidate(arch, ds, cfg.train, progress=progress, device=device)
+        res = train_candidate(arch, ds, cfg.train, progress=progress, device=device,
+                              keep_model=keep_weights)
         out.update(accuracy=res.accuracy, score=res.accuracy, val_loss=res.val_loss, diverged=res.diverged,
                    diverged_step=res.diverged_step, train_time_s=res.train_time_s, steps=res.steps,
                    proxy_params=res.proxy_params, proxy_macs=res.proxy_macs)
+        if res.model is not None and not res.diverged:
+            from nasconv.export import weights_payload
+
+            out["weights"] = weights_payload(res.model, num_classes=ds.num_classes)
     else:
         small = subset(ds, cfg.zc_batch, 1, cfg.train.seed)
         mean_std = (small.mean, small.std) if small.mean else None
@@ -134,6 +143,11 @@ def evaluate(arch: ArchSpec, config: EvalConfig | None = None, *,
         out.update(latency_ms=None, device=device.type, threads=torch.get_num_threads())
     out["eval_time_s"] = time.perf_counter() - t0
     return out
+
+
+def evaluate_keeping_weights(arch: ArchSpec, config: EvalConfig | None = None) -> dict[str, Any]:
+    """:func:`evaluate` that also returns the trained weights (what ``search --keep-weights`` runs)."""
+    return evaluate(arch, config, keep_weights=True)
 
 
 def with_train_overrides(cfg: EvalConfig, **changes: Any) -> EvalConfig:

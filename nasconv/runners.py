@@ -22,6 +22,31 @@ Job = tuple[Hashable, Callable[..., dict[str, Any]], dict[str, Any], dict[str, A
 Done = tuple[Hashable, "dict[str, Any] | None", "str | None"]
 
 
+_fault_counts: dict[str, int] = {}
+
+
+def fault_point(name: str, detail: Any = "") -> None:
+    """Test hook for the fault-tolerance tests; does nothing unless one of these is set.
+
+    ``NASCONV_TEST_TRACE=FILE`` appends ``name detail pid`` to FILE at each point passed.
+    ``NASCONV_TEST_CRASH_AT=name:n`` SIGKILLs this process the n-th time it reaches ``name``
+    (points: ``during_eval`` in :func:`run_job`; ``after_ask``, ``before_tell``, ``after_tell``,
+    ``during_snapshot`` in the search driver).
+    """
+    trace, crash = os.environ.get("NASCONV_TEST_TRACE"), os.environ.get("NASCONV_TEST_CRASH_AT")
+    if not trace and not crash:
+        return
+    if trace:
+        with open(trace, "a") as f:
+            f.write(f"{name} {detail} {os.getpid()}\n")
+    if crash and crash.partition(":")[0] == name:
+        _fault_counts[name] = _fault_counts.get(name, 0) + 1
+        if _fault_counts[name] == int(crash.partition(":")[2] or 1):
+            import signal
+
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
 def run_job(fn: Callable[..., dict[str, Any]], arch_dict: dict[str, Any], config_dict: dict[str, Any],
             threads: int | None = None) -> dict[str, Any]:
     """What a worker runs: plain data in, plain data out (plus where it ran)."""
@@ -33,7 +58,9 @@ def run_job(fn: Callable[..., dict[str, Any]], arch_dict: dict[str, Any], config
     if threads:
         torch.set_num_threads(threads)
     t0 = time.perf_counter()
-    result = dict(fn(ArchSpec.from_dict(arch_dict), EvalConfig.from_dict(config_dict)))
+    arch = ArchSpec.from_dict(arch_dict)
+    fault_point("during_eval", arch.arch_hash)
+    result = dict(fn(arch, EvalConfig.from_dict(config_dict)))
     result.setdefault("node", socket.gethostname())
     result["worker_pid"] = os.getpid()
     result["worker_wall_s"] = time.perf_counter() - t0
@@ -73,13 +100,17 @@ class InlineRunner:
     def wait(self, timeout: float = 0.0) -> list[Done]:
         if not self._queue:
             return []
-        key, fn, arch_dict, config_dict = self._queue.pop(0)
+        # The job leaves the queue only once it is done: interrupted (Ctrl-C), it is still in
+        # flight and cancel_all() reports it.
+        key, fn, arch_dict, config_dict = self._queue[0]
         try:
-            return [(key, run_job(fn, arch_dict, config_dict, self.threads), None)]
+            done = [(key, run_job(fn, arch_dict, config_dict, self.threads), None)]
         except KeyboardInterrupt:
             raise
         except Exception as exc:
-            return [(key, None, _error_text(exc))]
+            done = [(key, None, _error_text(exc))]
+        self._queue.pop(0)
+        return done
 
     @property
     def in_flight(self) -> int:
@@ -124,7 +155,13 @@ class RayRunner:
                          include_dashboard=False, object_store_memory=200 * 1024 * 1024,
                          log_to_driver=False, logging_level="error", ignore_reinit_error=True)
         except ConnectionError as exc:
-            raise NasconvError(f"cannot reach a Ray cluster at {address}: {str(exc).splitlines()[0]}") from None
+            hint = ""
+            if not os.environ.get("RAY_AUTH_MODE"):
+                # Ray enables token authentication on a head that finds ~/.ray/auth_token, but a
+                # driver given an explicit address only sends the token when told to.
+                hint = ("; if the cluster uses token authentication, set RAY_AUTH_MODE=token (and the head's "
+                        "token in ~/.ray/auth_token or RAY_AUTH_TOKEN)")
+            raise NasconvError(f"cannot reach a Ray cluster at {address}: {str(exc).splitlines()[0]}{hint}") from None
         except Exception as exc:
             where = f"at {address}" if address else "locally"
             raise NasconvError(f"cannot start Ray {where}: {type(exc).__name__}: "

@@ -8,10 +8,13 @@ to the study storage; workers return plain results.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import datetime as dt
 import json
 import math
 import os
+import signal
 import socket
 import statistics
 import sys
@@ -30,8 +33,10 @@ from nasconv.budget import Budget, check_feasible, format_count, parse_budget
 from nasconv.cost import estimate_cost
 from nasconv.errors import BudgetError, NasconvError, StorageError, UnknownNameError, UsageError
 from nasconv.evaluate import EvalConfig, evaluate
+from nasconv.runners import fault_point
 from nasconv.spaces import SearchSpace, load_space
-from nasconv.storage import DEFAULT_STORAGE, HEARTBEAT_INTERVAL_S, FrontSnapshot, NasconvTables, open_storage
+from nasconv.storage import (DEFAULT_STORAGE, GRACE_PERIOD_S, HEARTBEAT_INTERVAL_S, FrontSnapshot, NasconvTables,
+                             is_database_locked, locked_error, open_storage)
 
 SAMPLERS = ("nsga2", "tpe", "gp", "random")
 #: objective name -> (metric key, direction)
@@ -128,8 +133,24 @@ def suggest_arch(trial: optuna.trial.Trial, space: SearchSpace) -> ArchSpec:
 # --- the driver -------------------------------------------------------------------------------
 
 
-def _driver_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+#: tokens of the drivers running in this process (a notebook may run several in turn)
+_LIVE_DRIVERS: set[str] = set()
+
+
+def _new_driver_id() -> str:
+    """``host:pid:token``; the token tells a live driver of this process from one that ended."""
+    return f"{socket.gethostname()}:{os.getpid()}:{os.urandom(4).hex()}"
+
+
+def _driver_dead(driver: str) -> bool:
+    """Whether a driver of this host is known to be gone (never True for another host's)."""
+    host, _, rest = driver.partition(":")
+    pid, _, token = rest.partition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    if int(pid) == os.getpid():
+        return token not in _LIVE_DRIVERS
+    return not _pid_alive(int(pid))
 
 
 def _pid_alive(pid: int) -> bool:
@@ -174,6 +195,59 @@ class _Heartbeat(threading.Thread):
                     self.storage.record_heartbeat(tid)
                 except Exception:
                     pass
+
+
+class _DeferredInterrupt:
+    """Ctrl-C between storage writes, never in the middle of a group of them.
+
+    Inside ``critical()`` a first SIGINT is held until the block ends (a second one interrupts at
+    once), so that a trial is never left half-told; elsewhere, e.g. during an evaluation running
+    in this process, SIGINT raises KeyboardInterrupt at once as usual.
+    """
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self.pending = False
+        self.previous: Any = None
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        current = signal.getsignal(signal.SIGINT)
+        if current is signal.SIG_IGN:  # e.g. a background job: leave it ignored
+            return
+        self.previous = signal.signal(signal.SIGINT, self._handler)
+
+    def uninstall(self) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+            self.previous = None
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.depth and not self.pending:
+            self.pending = True
+            return
+        raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def critical(self):  # type: ignore[no-untyped-def]
+        self.depth += 1
+        try:
+            yield
+        finally:
+            self.depth -= 1
+        if not self.depth and self.pending:
+            self.pending = False
+            raise KeyboardInterrupt
+
+
+def _finished(storage: optuna.storages.BaseStorage, trial: optuna.trial.Trial) -> bool:
+    """Whether a trial this driver holds was finished by someone else (another driver that
+    took this one for dead failed it and queued its parameters again)."""
+    try:
+        return storage.get_trial(trial._trial_id).state.is_finished()
+    except Exception:
+        return False
 
 
 class Progress:
@@ -236,12 +310,21 @@ class SearchDriver:
         self.directions = [OBJECTIVES[o][1] for o in cfg.objectives]
         self.settings_key = cfg.eval.settings_key()
         self.storage, self.tables = open_storage(cfg.storage)
-        self.study = self._open_study()
+        try:
+            self.study = self._open_study()
+            self.hv_ref: list[float] | None = self.study.user_attrs.get("hv_reference")
+        except Exception as exc:
+            self.tables.dispose()
+            if is_database_locked(exc):
+                raise locked_error(cfg.storage) from None
+            raise
         self.heartbeat = _Heartbeat(self.storage)
+        self.interrupts = _DeferredInterrupt()
+        self.driver_id = _new_driver_id()
+        self._seeded = False
         self.jobs: dict[str, list[optuna.trial.Trial]] = {}  # arch hash -> trials waiting for it
         self.job_arch: dict[str, ArchSpec] = {}
         self.counts = {"failed": 0, "rejected": 0, "cached": 0}
-        self.hv_ref: list[float] | None = self.study.user_attrs.get("hv_reference")
         self.last_front: list[optuna.trial.FrozenTrial] = []
         self.last_hv = 0.0
 
@@ -270,16 +353,37 @@ class SearchDriver:
         c.eval.check()
 
     def _open_study(self) -> optuna.Study:
-        sampler = make_sampler(self.cfg.sampler, self.cfg.seed, len(self.cfg.objectives))
         identity = {"space": self.space.name, "budget": self.budget.text, "objectives": list(self.cfg.objectives),
                     "settings_key": self.settings_key}
         try:
             existing = optuna.study.get_all_study_names(self.storage)
         except Exception as exc:
+            if is_database_locked(exc):
+                raise
             raise StorageError(f"cannot read studies from {self.cfg.storage}: {exc}") from None
-        if self.study_name in existing:
-            study = optuna.load_study(study_name=self.study_name, storage=self.storage, sampler=sampler)
-            attrs = study.user_attrs
+        if self.study_name not in existing:
+            try:
+                optuna.create_study(study_name=self.study_name, storage=self.storage, directions=self.directions)
+            except optuna.exceptions.DuplicatedStudyError:
+                pass  # another driver created it a moment ago: join it (its identity is checked below)
+            except Exception as exc:
+                if is_database_locked(exc):
+                    raise
+                raise StorageError(f"cannot create study {self.study_name!r}: {exc}") from None
+        study = optuna.load_study(study_name=self.study_name, storage=self.storage,
+                                  sampler=optuna.samplers.RandomSampler())
+        attrs = study.user_attrs
+        n_trials = len(study.get_trials(deepcopy=False))
+        if "space" not in attrs and n_trials == 0:
+            # New, or its creator died before stamping it: "space" is written last, so a study
+            # without it was never used.
+            extra = {"eval_config": self.cfg.eval.to_dict(), "sampler": self.cfg.sampler, "seed": self.cfg.seed,
+                     "nasconv_version": __version__, "budget_limits": self.budget.to_dict()}
+            stamp = {**extra, **identity}
+            stamp["space"] = stamp.pop("space")  # last
+            for key, value in stamp.items():
+                study.set_user_attr(key, value)
+        else:
             for key, value in identity.items():
                 if attrs.get(key) != value:
                     raise StorageError(
@@ -287,20 +391,20 @@ class SearchDriver:
                         f"{attrs.get('budget')!r}, objectives {','.join(attrs.get('objectives') or [])} "
                         f"(evaluation settings {attrs.get('settings_key')}); it differs in {key} "
                         f"({value!r}); use another --study name")
-            return study
-        try:
-            study = optuna.create_study(study_name=self.study_name, storage=self.storage, sampler=sampler,
-                                        directions=self.directions, load_if_exists=True)
-        except Exception as exc:
-            raise StorageError(f"cannot create study {self.study_name!r}: {exc}") from None
-        for key, value in identity.items():
-            study.set_user_attr(key, value)
-        study.set_user_attr("eval_config", self.cfg.eval.to_dict())
-        study.set_user_attr("sampler", self.cfg.sampler)
-        study.set_user_attr("seed", self.cfg.seed)
-        study.set_user_attr("nasconv_version", __version__)
-        study.set_user_attr("budget_limits", self.budget.to_dict())
+        study.sampler = make_sampler(self.cfg.sampler, self.cfg.seed, len(self.cfg.objectives))
         return study
+
+    def _reseed(self, trial_number: int) -> None:
+        """Called with this driver's first trial, before it samples anything.
+
+        Trial 0 of a study samples with --seed itself (reproducible). Any other first trial (a
+        resumed study, a second driver) gets a seed derived from its number, unique in the study:
+        with --seed alone, a resumed or a concurrent driver would replay the first one's proposals,
+        and those would only come back from the cache.
+        """
+        if trial_number:
+            seed = int(np.random.SeedSequence([self.cfg.seed, trial_number]).generate_state(1)[0])
+            self.study.sampler = make_sampler(self.cfg.sampler, seed, len(self.cfg.objectives))
 
     def _make_runner(self) -> Any:
         if self._runner is not None:
@@ -314,27 +418,37 @@ class SearchDriver:
                          gpus_per_trial=self.cfg.gpus_per_trial)
 
     def recover(self) -> int:
-        """Fail RUNNING trials of drivers that died (same host: dead pid; elsewhere: heartbeat
-        older than the grace period) and queue their architectures again."""
-        me = socket.gethostname()
+        """Fail the RUNNING trials of drivers that died and queue their parameters again.
+
+        Dead means: on this host, the driver's process is gone (known at once); anywhere, no
+        heartbeat for GRACE_PERIOD_S; or a trial its driver never marked (it died right after
+        asking) that is older than that. Each trial is failed once, with its reason, and queued
+        once, even with several drivers recovering at the same time.
+        """
+        now = dt.datetime.now()
+        try:
+            stale = set(self.storage._get_stale_trial_ids(self.study._study_id))
+        except Exception:  # pragma: no cover - a storage without Optuna's heartbeat internals
+            stale = set()
         recovered = 0
-        running = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-        for t in running:
-            host, _, pid = str(t.user_attrs.get("driver", "")).partition(":")
-            if host == me and pid.isdigit() and not _pid_alive(int(pid)):
-                if self._fail_and_requeue(t, "the driver that ran it died"):
-                    recovered += 1
-        before = {t._trial_id for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
-        optuna.storages.fail_stale_trials(self.study)
-        for t in self.study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
-            if t._trial_id in before:
-                self.study.enqueue_trial(t.params, skip_if_exists=False)
+        for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            driver = str(t.user_attrs.get("driver", ""))
+            if _driver_dead(driver):
+                reason = f"its driver ({driver}) died"
+            elif t._trial_id in stale:
+                reason = f"its driver ({driver or 'unknown'}) sent no heartbeat for over {GRACE_PERIOD_S} s"
+            elif not driver and t.datetime_start and (now - t.datetime_start).total_seconds() > GRACE_PERIOD_S:
+                reason = "its driver died before marking it"
+            else:
+                continue
+            if self._fail_and_requeue(t, reason):
                 recovered += 1
         return recovered
 
     def _fail_and_requeue(self, t: optuna.trial.FrozenTrial, reason: str) -> bool:
         try:
             self.storage.set_trial_user_attr(t._trial_id, "fail_reason", reason)
+            # Row-locked check-and-set: of several drivers recovering this trial, one succeeds.
             ok = self.storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
         except optuna.exceptions.UpdateFinishedTrialError:
             return False
@@ -396,7 +510,10 @@ class SearchDriver:
         if not front:
             return [], 0.0
         if self.hv_ref is None:
-            self.hv_ref = self._reference_point(front)
+            self.hv_ref = self.study.user_attrs.get("hv_reference")
+        if self.hv_ref is None:
+            # The first driver to get here decides; concurrent ones adopt its point.
+            self.hv_ref = self.tables.setdefault(self.study_name, "hv_reference", self._reference_point(front))
             self.study.set_user_attr("hv_reference", self.hv_ref)
         losses = self._losses(front)
         ref = np.array(self.hv_ref)
@@ -429,9 +546,20 @@ class SearchDriver:
         front, hv = self.front_and_hv()
         self.last_front, self.last_hv = front, hv
         n = self.evaluated_count()
+        fault_point("during_snapshot", trial_number)
         self.tables.add_snapshot(self.study_name, FrontSnapshot(trial_number, n, [t.number for t in front], hv))
 
+    def _catch_up_snapshot(self, evaluated: int) -> None:
+        """A driver that died between a tell and its snapshot left the last snapshot behind."""
+        last = self.tables.last_snapshot(self.study_name)
+        if last is None or last.n_complete != evaluated:
+            self.snapshot(max(t.number for t in self._complete_trials()))
+
     # --- main loop ------------------------------------------------------------------------
+    def _pending(self) -> int:
+        """Trials waiting for an evaluation (several may wait for one architecture)."""
+        return sum(len(ts) for ts in self.jobs.values())
+
     def run(self) -> SearchResult:
         progress = Progress(self.cfg.progress, self.cfg.trials)
         runner = None
@@ -439,9 +567,12 @@ class SearchDriver:
         max_fail = self.cfg.max_failures if self.cfg.max_failures is not None else max(10, self.cfg.trials)
         max_rej = self.cfg.max_rejections if self.cfg.max_rejections is not None else max(200, 50 * self.cfg.trials)
         rejected_in_a_row = 0
+        critical = self.interrupts.critical
+        _LIVE_DRIVERS.add(self.driver_id.rpartition(":")[2])
         try:
             self.recover()
             runner = self._make_runner()
+            self.interrupts.install()  # after Ray's init, which may set its own handlers
             self.heartbeat.start()
             baseline = self._baseline(runner)
             evaluated = self.evaluated_count()
@@ -450,16 +581,27 @@ class SearchDriver:
             self.counts["failed"] = len(self.study.get_trials(deepcopy=False, states=(TrialState.FAIL,)))
             if evaluated:
                 self.last_front, self.last_hv = self.front_and_hv()
+                with critical():
+                    self._catch_up_snapshot(evaluated)
 
             def show(event: str = "") -> None:
                 progress.update(evaluated=evaluated, running=runner.in_flight, front=len(self.last_front),
                                 hv=self.last_hv, event=event, **self.counts)
 
             show()
+            last_recovery = time.monotonic()
             while True:
-                # Ask while there is room: never more in flight than workers, nor than trials left.
-                while runner.in_flight < runner.capacity and evaluated + runner.in_flight < self.cfg.trials:
-                    outcome = self._ask_one(runner)
+                if time.monotonic() - last_recovery > HEARTBEAT_INTERVAL_S:
+                    # Also while running: a driver beside this one that dies leaves its trials
+                    # to this one (its parameters come back here as queued trials).
+                    last_recovery = time.monotonic()
+                    with critical():
+                        self.recover()
+                # Ask while there is room: never more in flight than workers, nor more trials
+                # waiting than are left to evaluate.
+                while runner.in_flight < runner.capacity and evaluated + self._pending() < self.cfg.trials:
+                    with critical():
+                        outcome = self._ask_one(runner)
                     if outcome == "rejected":
                         rejected_in_a_row += 1
                         if rejected_in_a_row > max_rej:
@@ -474,20 +616,26 @@ class SearchDriver:
                         show("cached")
                 if runner.in_flight == 0 and evaluated >= self.cfg.trials:
                     break
-                for key, metrics, error in runner.wait(timeout=0.5):
-                    self._finish(key, metrics, error)
+                done = runner.wait(timeout=0.5)  # an inline evaluation runs here: interruptible
+                with critical():
+                    for key, metrics, error in done:
+                        self._finish(key, metrics, error)
+                for key, metrics, error in done:
                     evaluated = self.evaluated_count()
                     show("error" if error else "done")
                     if self.counts["failed"] > max_fail:
                         raise NasconvError(f"{self.counts['failed']} evaluations failed (more than {max_fail}); "
                                            f"last: {error}")
-        except KeyboardInterrupt:
-            interrupted = True
-            if runner is not None:
-                for key in runner.cancel_all():
-                    self._fail_job(key, "interrupted (Ctrl-C)", requeue=True)
+        except BaseException as exc:
+            interrupted = isinstance(exc, KeyboardInterrupt)
+            self._abandon(runner, "interrupted (Ctrl-C)" if interrupted else
+                          f"the driver stopped: {type(exc).__name__}: {str(exc).strip()[:200]}")
+            if not interrupted and is_database_locked(exc):
+                raise locked_error(self.cfg.storage) from None
             raise
         finally:
+            _LIVE_DRIVERS.discard(self.driver_id.rpartition(":")[2])
+            self.interrupts.uninstall()
             self.heartbeat.stop.set()
             progress.close()
             if runner is not None and self._runner is None:
@@ -499,6 +647,21 @@ class SearchDriver:
                     pass
             self.tables.dispose()
         return self.result(baseline, interrupted)
+
+    def _abandon(self, runner: Any, reason: str) -> None:
+        """Fail (and queue again) the trials still waiting for an evaluation when the driver stops
+        early, so that none stays RUNNING; what cannot be written now, the next driver's
+        recover() does."""
+        if runner is not None:
+            try:
+                runner.cancel_all()
+            except Exception:
+                pass
+        for key in list(self.jobs):
+            try:
+                self._fail_job(key, reason, requeue=True)
+            except Exception:
+                self.jobs.pop(key, None)
 
     def _baseline(self, runner: Any) -> dict[str, Any] | None:
         """The space's all-standard network, evaluated once for reference (it may be over budget)."""
@@ -523,9 +686,35 @@ class SearchDriver:
 
     def _ask_one(self, runner: Any) -> str:
         trial = self.study.ask()
+        try:
+            return self._propose(runner, trial)
+        except Exception as exc:
+            self.heartbeat.remove(trial._trial_id)
+            for key, ts in list(self.jobs.items()):
+                if trial in ts:
+                    ts.remove(trial)
+                if not ts:
+                    del self.jobs[key]
+            if isinstance(exc, (optuna.exceptions.UpdateFinishedTrialError, ValueError)) \
+                    and _finished(self.storage, trial):
+                return "lost"  # another driver took this one for dead and failed the trial: ask again
+            # Not left RUNNING behind the error.
+            with contextlib.suppress(Exception):
+                trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {str(exc).strip()[:200]}")
+                self.study.tell(trial, state=TrialState.FAIL)
+            raise
+
+    def _propose(self, runner: Any, trial: optuna.trial.Trial) -> str:
+        # Marked and beating from the start: if this driver dies from here on, the next one
+        # recognises the trial as orphaned (by pid on this host, by heartbeat anywhere).
+        trial.set_user_attr("driver", self.driver_id)
+        self.heartbeat.add(trial._trial_id)
+        fault_point("after_ask", trial.number)
+        if not self._seeded:
+            self._seeded = True
+            self._reseed(trial.number)
         arch = suggest_arch(trial, self.space)
         cost = estimate_cost(arch)
-        trial.set_user_attr("driver", _driver_id())
         trial.set_user_attr("arch", arch.to_dict())
         trial.set_user_attr("arch_hash", arch.arch_hash)
         trial.set_user_attr("ops", arch.ops_label())
@@ -537,14 +726,15 @@ class SearchDriver:
             trial.set_user_attr("status", "rejected")
             trial.set_user_attr("reject_reason", "over budget: " + "; ".join(over))
             self.study.tell(trial, self._placeholder_values(cost))
+            self.heartbeat.remove(trial._trial_id)
             self.counts["rejected"] += 1
             return "rejected"
         cached = self.tables.get_cached(self.settings_key, arch.arch_hash)
         if cached is not None:
-            self._tell_metrics(trial, cached, status="cached")
-            self.counts["cached"] += 1
+            self.heartbeat.remove(trial._trial_id)
+            if self._tell_metrics(trial, cached, status="cached"):
+                self.counts["cached"] += 1
             return "cached"
-        self.heartbeat.add(trial._trial_id)
         if arch.arch_hash in self.jobs:  # the same architecture is already being evaluated
             self.jobs[arch.arch_hash].append(trial)
             return "attached"
@@ -553,46 +743,68 @@ class SearchDriver:
         runner.submit(arch.arch_hash, self.evaluator, arch.to_dict(), self.cfg.eval.to_dict())
         return "submitted"
 
-    def _tell_metrics(self, trial: optuna.trial.Trial, metrics: dict[str, Any], *, status: str) -> None:
+    def _tell_metrics(self, trial: optuna.trial.Trial, metrics: dict[str, Any], *, status: str) -> bool:
+        """Tell one evaluated (or cached) trial; False when another driver had failed it already
+        (its parameters are queued again, and this result is in the cache for them)."""
         attrs = trial.user_attrs
         cost = dataclasses.make_dataclass("C", ["macs", "params"])(attrs["macs"], attrs["params"])
-        for k in TRIAL_ATTRS:
-            if metrics.get(k) is not None:
-                trial.set_user_attr(k, metrics[k])
-        trial.set_user_attr("status", status)
-        values = self._values(metrics)
-        if values is None:
-            trial.set_user_attr("fail_reason", "the evaluation gave no finite value for every objective")
-            self.study.tell(trial, state=TrialState.FAIL)
-            self.counts["failed"] += 1
-            return
-        self._constraints(trial, cost, metrics.get("latency_ms"))
-        self.study.tell(trial, values)
+        try:
+            for k in TRIAL_ATTRS:
+                if metrics.get(k) is not None:
+                    trial.set_user_attr(k, metrics[k])
+            trial.set_user_attr("status", status)
+            values = self._values(metrics)
+            if values is None:
+                trial.set_user_attr("fail_reason", "the evaluation gave no finite value for every objective")
+                self.study.tell(trial, state=TrialState.FAIL)
+                self.counts["failed"] += 1
+                return True
+            self._constraints(trial, cost, metrics.get("latency_ms"))
+            self.study.tell(trial, values)
+        except (optuna.exceptions.UpdateFinishedTrialError, ValueError):
+            if not _finished(self.storage, trial):
+                raise
+            return False
+        fault_point("after_tell", trial.number)
         self.snapshot(trial.number)
+        return True
 
     def _finish(self, key: str, metrics: dict[str, Any] | None, error: str | None) -> None:
         if error is not None:
             self._fail_job(key, error, requeue=False)
             return
-        trials = self.jobs.pop(key, [])
-        arch = self.job_arch.pop(key, None)
-        if arch is not None and metrics is not None:
+        if metrics is not None:
+            # Cached before told: if this driver dies in between, the next one fails the RUNNING
+            # trial, queues its parameters again, and the re-asked trial takes this result from
+            # the cache instead of evaluating the architecture a second time.
             self.tables.put_cached(self.settings_key, key, self.space.name, metrics)
+        fault_point("before_tell", key)
+        self.job_arch.pop(key, None)
+        trials = self.jobs.pop(key, [])
         for i, trial in enumerate(trials):
             self.heartbeat.remove(trial._trial_id)
-            self._tell_metrics(trial, metrics, status="evaluated" if i == 0 else "cached")
-            if i:
+            if self._tell_metrics(trial, metrics, status="evaluated" if i == 0 else "cached") and i:
                 self.counts["cached"] += 1
 
     def _fail_job(self, key: str, reason: str, *, requeue: bool) -> None:
         self.job_arch.pop(key, None)
-        for trial in self.jobs.pop(key, []):
+        trials = self.jobs.get(key, [])
+        while trials:
+            trial = trials[0]
             self.heartbeat.remove(trial._trial_id)
-            trial.set_user_attr("fail_reason", reason)
-            self.study.tell(trial, state=TrialState.FAIL)
+            try:
+                trial.set_user_attr("fail_reason", reason)
+                self.study.tell(trial, state=TrialState.FAIL)
+            except (optuna.exceptions.UpdateFinishedTrialError, ValueError):
+                if not _finished(self.storage, trial):
+                    raise
+                trials.pop(0)  # failed and queued again by another driver already
+                continue
+            trials.pop(0)
             self.counts["failed"] += 1
-            if requeue:
+            if requeue and trial.params:
                 self.study.enqueue_trial(trial.params, skip_if_exists=False)
+        self.jobs.pop(key, None)
 
     def result(self, baseline: dict[str, Any] | None, interrupted: bool) -> SearchResult:
         return SearchResult(

@@ -1,9 +1,10 @@
 """Study storage: Optuna's RDB storage plus nasconv's own tables in the same database.
 
 ``open_storage(url)`` gives an ``optuna.storages.RDBStorage`` (with heartbeats, so that trials
-of a driver that died can be failed) and :class:`NasconvTables` for the evaluation cache and
-the Pareto-front snapshots. Any SQLAlchemy URL works: ``sqlite:///studies/nasconv.db`` by
-default, ``postgresql+psycopg://user@host/db`` for clusters.
+of a driver that died can be failed) and :class:`NasconvTables` for the evaluation cache, the
+Pareto-front snapshots and the study attributes the first driver decides. Any SQLAlchemy URL
+works: ``sqlite:///studies/nasconv.db`` by default (one driver per file; a second one waits for
+the first's writes), ``postgresql+psycopg://user@host/db`` for several drivers and clusters.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import random
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +29,8 @@ DEFAULT_STORAGE = "sqlite:///studies/nasconv.db"
 #: before another driver may fail them
 HEARTBEAT_INTERVAL_S = 10
 GRACE_PERIOD_S = 40
+#: how long an SQLite writer waits for another process's write lock before "database is locked"
+SQLITE_TIMEOUT_S = 60
 
 
 class Base(orm.DeclarativeBase):
@@ -54,6 +59,16 @@ class FrontSnapshotRow(Base):
     front_trials_json: orm.Mapped[str] = orm.mapped_column(sa.Text)
     hypervolume: orm.Mapped[float] = orm.mapped_column(sa.Float)
     created_at: orm.Mapped[dt.datetime] = orm.mapped_column(sa.DateTime)
+
+
+class StudyAttrRow(Base):
+    """A study attribute that the first driver to write it decides (e.g. the hypervolume
+    reference point): concurrent drivers read the winner's value instead of overwriting it."""
+
+    __tablename__ = "nasconv_study_attrs"
+    study_name: orm.Mapped[str] = orm.mapped_column(sa.String(512), primary_key=True)
+    key: orm.Mapped[str] = orm.mapped_column(sa.String(128), primary_key=True)
+    value_json: orm.Mapped[str] = orm.mapped_column(sa.Text)
 
 
 @dataclass(frozen=True)
@@ -99,7 +114,7 @@ def parse_url(url: str) -> sa.engine.URL:
 def _engine_kwargs(url: sa.engine.URL) -> dict[str, Any]:
     if url.get_backend_name() == "sqlite":
         # Wait for a concurrent writer instead of failing at once with "database is locked".
-        return {"connect_args": {"timeout": 60}}
+        return {"connect_args": {"timeout": SQLITE_TIMEOUT_S}}
     return {"pool_pre_ping": True}
 
 
@@ -110,8 +125,11 @@ class NasconvTables:
         parsed = parse_url(url)
         self.engine = sa.create_engine(parsed, **_engine_kwargs(parsed))
         try:
-            Base.metadata.create_all(self.engine)
+            _while_racing(lambda: Base.metadata.create_all(self.engine))
         except sa.exc.SQLAlchemyError as exc:
+            self.engine.dispose()
+            if is_database_locked(exc):
+                raise locked_error(url) from None
             raise StorageError(f"cannot open storage {safe_url(url)}: {_one_line(exc)}") from None
 
     def get_cached(self, settings_key: str, arch_hash: str) -> dict[str, Any] | None:
@@ -128,6 +146,18 @@ class NasconvTables:
             except sa.exc.IntegrityError:  # another driver cached the same evaluation first
                 s.rollback()
 
+    def setdefault(self, study_name: str, key: str, value: Any) -> Any:
+        """Store ``value`` unless the study already has one for ``key``; the stored value either way."""
+        with orm.Session(self.engine) as s:
+            s.add(StudyAttrRow(study_name=study_name, key=key, value_json=json.dumps(value)))
+            try:
+                s.commit()
+                return value
+            except sa.exc.IntegrityError:  # another driver wrote it first: theirs holds
+                s.rollback()
+            row = s.get(StudyAttrRow, (study_name, key))
+            return json.loads(row.value_json) if row else value
+
     def add_snapshot(self, study_name: str, snap: FrontSnapshot) -> None:
         with orm.Session(self.engine) as s:
             s.add(FrontSnapshotRow(study_name=study_name, trial_number=snap.trial_number, n_complete=snap.n_complete,
@@ -142,12 +172,46 @@ class NasconvTables:
             return [FrontSnapshot(r.trial_number, r.n_complete, json.loads(r.front_trials_json), r.hypervolume)
                     for r in rows]
 
+    def last_snapshot(self, study_name: str) -> FrontSnapshot | None:
+        with orm.Session(self.engine) as s:
+            r = s.scalars(sa.select(FrontSnapshotRow).where(FrontSnapshotRow.study_name == study_name)
+                          .order_by(FrontSnapshotRow.id.desc()).limit(1)).first()
+            return FrontSnapshot(r.trial_number, r.n_complete, json.loads(r.front_trials_json), r.hypervolume) \
+                if r else None
+
     def cache_size(self) -> int:
         with orm.Session(self.engine) as s:
             return int(s.scalar(sa.select(sa.func.count()).select_from(EvalCacheRow)) or 0)
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def _creation_race(exc: BaseException) -> bool:
+    """Two processes creating the same tables at once: one of them fails on a duplicate."""
+    e: BaseException | None = exc
+    for _ in range(5):
+        if e is None:
+            return False
+        if isinstance(e, sa.exc.IntegrityError):
+            return True
+        text = str(e).lower()
+        if "already exists" in text or "duplicate key" in text or "unique constraint" in text:
+            return True
+        e = getattr(e, "orig", None) or e.__cause__ or e.__context__
+    return False
+
+
+def _while_racing(create: Any, attempts: int = 5) -> Any:
+    """Run ``create`` (which creates tables if missing) again when it lost a race against
+    another driver creating the same database: the second time, the tables are there."""
+    for i in range(attempts):
+        try:
+            return create()
+        except Exception as exc:
+            if i == attempts - 1 or not _creation_race(exc):
+                raise
+            time.sleep(0.2 + random.random() * 0.5)
 
 
 def open_storage(url: str = DEFAULT_STORAGE, *, heartbeat: bool = True) -> tuple[optuna.storages.RDBStorage,
@@ -160,10 +224,12 @@ def open_storage(url: str = DEFAULT_STORAGE, *, heartbeat: bool = True) -> tuple
         kwargs: dict[str, Any] = {"engine_kwargs": _engine_kwargs(parsed)}
         if heartbeat:
             kwargs.update(heartbeat_interval=HEARTBEAT_INTERVAL_S, grace_period=GRACE_PERIOD_S)
-        storage = optuna.storages.RDBStorage(url, **kwargs)
+        storage = _while_racing(lambda: optuna.storages.RDBStorage(url, **kwargs))
     except StorageError:
         raise
     except Exception as exc:
+        if is_database_locked(exc):
+            raise locked_error(url) from None
         raise StorageError(f"cannot open storage {safe_url(url)}: {_one_line(exc)}") from None
     return storage, NasconvTables(url)
 
@@ -173,6 +239,26 @@ def safe_url(url: str) -> str:
         return sa.engine.make_url(url).render_as_string(hide_password=True)
     except Exception:
         return url
+
+
+def is_database_locked(exc: BaseException) -> bool:
+    """An SQLite "database is locked" (or "busy"), however deeply Optuna or SQLAlchemy wrapped it."""
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        text = str(e).lower()
+        if "database is locked" in text or "database table is locked" in text or "database is busy" in text:
+            return True
+        e = getattr(e, "orig", None) or e.__cause__ or e.__context__
+    return False
+
+
+def locked_error(url: str) -> StorageError:
+    return StorageError(
+        f"the SQLite database {safe_url(url)} stayed locked by another process for over "
+        f"{SQLITE_TIMEOUT_S} s; SQLite suits one driver per file: for several drivers on one study use "
+        "PostgreSQL (--storage postgresql+psycopg://user@host:5432/db)")
 
 
 def _one_line(exc: BaseException) -> str:

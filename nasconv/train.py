@@ -84,6 +84,8 @@ class TrainResult:
     diverged_step: int | None = None
     proxy_params: int = 0
     proxy_macs: int = 0
+    #: the trained network, when ``train_candidate(..., keep_model=True)``
+    model: Any = None
 
 
 def reduced_copy(arch: ArchSpec, *, max_depth: int | None, width_factor: float, resolution: int,
@@ -145,7 +147,7 @@ def prepare_split(ds: Dataset, cfg: TrainConfig, channels: int) -> tuple[torch.T
 
 def train_candidate(arch: ArchSpec, ds: Dataset, cfg: TrainConfig, *,
                     progress: Callable[[int, int, float], None] | None = None,
-                    device: str | torch.device = "cpu") -> TrainResult:
+                    device: str | torch.device = "cpu", keep_model: bool = False) -> TrainResult:
     """Briefly train a reduced copy of ``arch`` on ``ds`` and return its validation accuracy."""
     cfg.check()
     channels = arch.in_channels
@@ -190,7 +192,8 @@ def train_candidate(arch: ArchSpec, ds: Dataset, cfg: TrainConfig, *,
     elapsed = time.perf_counter() - t0
     if not math.isfinite(val_loss):
         return TrainResult(0.0, val_loss, loss_value, step, elapsed, True, step, cost.params, cost.macs)
-    return TrainResult(accuracy, val_loss, loss_value, step, elapsed, False, None, cost.params, cost.macs)
+    return TrainResult(accuracy, val_loss, loss_value, step, elapsed, False, None, cost.params, cost.macs,
+                       model.cpu() if keep_model else None)
 
 
 @torch.inference_mode()
