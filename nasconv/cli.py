@@ -305,7 +305,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         storage=args.storage, study_name=args.study, workers=args.workers, cpus_per_worker=args.cpus_per_worker,
         address=args.address, gpus_per_trial=args.gpus_per_trial, eval=eval_config_from_args(args, space),
         evaluate_baseline=not args.no_baseline, runner="inline" if args.inline else "ray",
-        progress=not args.json,
+        progress=not args.json, keep_weights=args.keep_weights,
     )
     if cfg.gpus_per_trial and cfg.eval.device == "cpu":
         cfg.eval = dataclasses.replace(cfg.eval, device="cuda")
@@ -432,6 +432,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "latency is then measured on that GPU")
     q.add_argument("--no-baseline", action="store_true", help="do not evaluate the all-standard baseline")
     q.add_argument("--inline", action="store_true", help="evaluate in this process instead of on Ray")
+    q.add_argument("--keep-weights", action="store_true", help="keep each trained candidate's weights for "
+                   "`nasconv export --weights` (needs --full-proxy: the proxy must train the architecture itself)")
     q.add_argument("--json", action="store_true", help="the result as JSON (no progress output)")
     add_eval_args(q)
     q.set_defaults(func=cmd_search)

@@ -73,6 +73,9 @@ class SearchConfig:
     max_failures: int | None = None
     max_rejections: int | None = None
     progress: bool = True
+    #: keep the trained weights of every evaluated candidate (needs a proxy that trains the
+    #: architecture itself: --full-proxy), for `nasconv export --weights`
+    keep_weights: bool = False
 
 
 @dataclass
@@ -351,6 +354,12 @@ class SearchDriver:
         if c.runner not in ("ray", "inline"):
             raise UsageError(f"runner must be ray or inline, got {c.runner!r}")
         c.eval.check()
+        if c.keep_weights:
+            from nasconv.export import keep_weights_problem
+
+            problem = keep_weights_problem(self.space, c.eval)
+            if problem:
+                raise UsageError(problem)
 
     def _open_study(self) -> optuna.Study:
         identity = {"space": self.space.name, "budget": self.budget.text, "objectives": list(self.cfg.objectives),
@@ -740,7 +749,10 @@ class SearchDriver:
             return "attached"
         self.jobs[arch.arch_hash] = [trial]
         self.job_arch[arch.arch_hash] = arch
-        runner.submit(arch.arch_hash, self.evaluator, arch.to_dict(), self.cfg.eval.to_dict())
+        evaluator = self.evaluator
+        if self.cfg.keep_weights and evaluator is evaluate:
+            from nasconv.evaluate import evaluate_keeping_weights as evaluator
+        runner.submit(arch.arch_hash, evaluator, arch.to_dict(), self.cfg.eval.to_dict())
         return "submitted"
 
     def _tell_metrics(self, trial: optuna.trial.Trial, metrics: dict[str, Any], *, status: str) -> bool:
@@ -773,6 +785,11 @@ class SearchDriver:
         if error is not None:
             self._fail_job(key, error, requeue=False)
             return
+        payload = metrics.pop("weights", None) if metrics is not None else None
+        if payload is not None:  # tensors: kept beside the database, never in the JSON cache
+            from nasconv.export import save_weights
+
+            save_weights(self.cfg.storage, self.study_name, key, payload)
         if metrics is not None:
             # Cached before told: if this driver dies in between, the next one fails the RUNNING
             # trial, queues its parameters again, and the re-asked trial takes this result from

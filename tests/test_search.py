@@ -141,3 +141,30 @@ def test_within_budget_placeholders_do_not_leak_into_the_front(tmp_path):
     res = run_search(_cfg(tmp_path, budget="8mflops", trials=3, sampler="random"))
     assert res.rejected > 0
     assert all(f["macs"] <= parse_budget("8mflops").macs for f in res.front)
+
+
+def test_keep_weights_then_export_with_weights(tmp_path):
+    import torch
+
+    from nasconv import export
+
+    cfg = _cfg(tmp_path, trials=2, keep_weights=True,
+               eval=EvalConfig(proxy="train", latency=False,
+                               train=TrainConfig(train_images=128, val_images=64, batch_size=32, resolution=16,
+                                                 max_depth=None, width_factor=1.0, small_stem=False)),
+               objectives=("accuracy", "macs"))
+    run_search(cfg)
+    out = tmp_path / "exp"
+    subprocess.run([sys.executable, "-m", "nasconv.cli", "export", "--study", "resnet20-30mflops", "--storage",
+                    cfg.storage, "--best", "accuracy", "--weights", "--out", str(out)], check=True,
+                   capture_output=True, text=True)
+    pts = list(out.glob("*.pt"))
+    assert len(pts) == 1
+    model = export.load(str(pts[0].with_suffix("")))
+    assert model(torch.randn(1, 3, 32, 32)).shape == (1, 10)
+
+
+def test_keep_weights_refuses_a_reduced_proxy(tmp_path):
+    with pytest.raises(UsageError, match="--full-proxy"):
+        run_search(_cfg(tmp_path, keep_weights=True,
+                        eval=EvalConfig(proxy="train", train=TrainConfig(max_depth=1))))
