@@ -37,7 +37,11 @@ test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow"
 
 bench: setup
+	$(BIN)/python benchmarks/cost_speed.py
 	$(BIN)/python benchmarks/ops_latency.py
+	$(BIN)/python benchmarks/search_overhead.py
+	$(BIN)/python benchmarks/search_quality.py
+	$(BIN)/python benchmarks/proxy_fidelity.py
 
 clean:
 	rm -rf $(VENV) *.egg-info
