@@ -209,7 +209,8 @@ def analyse(samplers: list[str], seeds: int, storage: str) -> dict[str, Any]:
             "hv": hv(common_n, "range"), "hv_wide": hv(common_n, "wide"),
             "hv_all_trials": hv(len(ts), "range"),
             "curve": {k: hv(k, "range") for k in range(CURVE_STEP, len(ts) + 1, CURVE_STEP)},
-            "own_snapshot_hv": own[-1].hypervolume if own else None, "own_snapshot_n": own[-1].n_complete if own else None,
+            "own_snapshot_hv": own[-1].hypervolume if own else None,
+            "own_snapshot_n": own[-1].n_complete if own else None,
             "own_reference": study.user_attrs.get("hv_reference"),
             "front": [{"trial": t.number, "ops": t.user_attrs.get("ops"), "score": t.user_attrs["score"],
                        "latency_ms": t.user_attrs["latency_ms"], "macs": t.user_attrs["macs"]}
@@ -220,7 +221,8 @@ def analyse(samplers: list[str], seeds: int, storage: str) -> dict[str, Any]:
     return {"eval_config": next(iter(loaded.values())).user_attrs.get("eval_config"),
             "references": {k: [float(-r[0]), float(r[1])] for k, r in refs.items()},
             "ideal": [float(-ideal[0]), float(ideal[1])], "boxes": boxes, "common_n": common_n,
-            "n_points": int(len(pooled)), "n_unique": len({t.user_attrs["arch_hash"] for ts in studies.values() for t in ts}),
+            "n_points": int(len(pooled)),
+            "n_unique": len({t.user_attrs["arch_hash"] for ts in studies.values() for t in ts}),
             "score_range": [float(-worst[0]), float(-ideal[0])],
             "latency_range_ms": [float(ideal[1]), float(worst[1])],
             "studies": per_study}
@@ -359,9 +361,11 @@ def retest_text(r: dict[str, Any]) -> str:
              "values, so the lowest and highest of them are the measurements with the most luck in them (a sampler "
              "keeps the lucky low ones on its front); a low correlation means the latency objective was mostly "
              "machine noise during the searches.", "",
-             "| architecture (op per stage, stages 1/2/3/4) | stored ms | again ms | load (1/5/15) |", "|---|---:|---:|---|"]
+             "| architecture (op per stage, stages 1/2/3/4) | stored ms | again ms | load (1/5/15) |",
+             "|---|---:|---:|---|"]
     for row in r["rows"]:
-        lines.append(f"| {row['ops'].replace('|', '/')} | {row['stored_ms']:.1f} | {row['again_ms']:.1f} | {row['load']} |")
+        lines.append(f"| {row['ops'].replace('|', '/')} | {row['stored_ms']:.1f} | {row['again_ms']:.1f} | "
+                     f"{row['load']} |")
     return "\n".join(lines)
 
 
@@ -445,7 +449,8 @@ def markdown(meta: dict[str, Any], an: dict[str, Any], text: str, png: bool) -> 
         f"time {meta['all_runs_wall_s'] / 60:.0f} min over {len(meta['all_runs'])} run(s) (study x phase), "
         f"{len(runs)} of them in the invocation that wrote this report",
         f"- torch {meta['torch']}, Optuna {meta['optuna']}, Python {meta['python']}; CPU: {meta['cpu']} "
-        f"({meta['cpu_count']} logical CPUs), inline runner, torch threads 2, OMP_WAIT_POLICY={meta['omp_wait_policy']}",
+        f"({meta['cpu_count']} logical CPUs), inline runner, torch threads 2, "
+        f"OMP_WAIT_POLICY={meta['omp_wait_policy']}",
         f"- load average (1/5/15 min) when the first run ended: "
         f"{meta['all_runs'][0]['load'] if meta['all_runs'] else 'n/a'}, when the last ended: "
         f"{meta['all_runs'][-1]['load'] if meta['all_runs'] else 'n/a'} (2 cores, shared with other work); 1-min load "
@@ -458,7 +463,8 @@ def markdown(meta: dict[str, Any], an: dict[str, Any], text: str, png: bool) -> 
         f"- evaluation (as stored with the studies): synflow on the full untrained network at "
         f"{ev.get('train', {}).get('resolution')} px; latency at {ev.get('latency_resolution') or 224} px (the space's "
         f"resolution is 224), batch {ev.get('latency_batch')}, eval mode, >= 10 timed runs after 3 warm-up runs (cap "
-        f"{ev.get('latency_max_time_s')} s once 10 are in), torch threads {ev.get('threads')}; storage `{meta['storage']}` shared by all studies, so the evaluation cache is shared: an "
+        f"{ev.get('latency_max_time_s')} s once 10 are in), torch threads {ev.get('threads')}; storage "
+        f"`{meta['storage']}` shared by all studies, so the evaluation cache is shared: an "
         "architecture is evaluated once and then has the same score and latency in every study (fairer: latency "
         "noise cannot favour a sampler)",
         f"- samplers as nasconv makes them: nsga2 (population 10), tpe (multivariate, 10 startup trials), random; "
@@ -471,8 +477,8 @@ def markdown(meta: dict[str, Any], an: dict[str, Any], text: str, png: bool) -> 
         f"{an['n_unique']} distinct architectures), so 1.0 = one candidate best at both. HV: reference 10% of each "
         f"objective's observed range beyond its worst value: ({rr[0]:.4f}, {rr[1]:.1f} ms). HV, wide ref: "
         f"(min score - 1, max latency x 1.1) = ({rw[0]:.4f}, {rw[1]:.1f} ms): synflow scores seen span "
-        f"{an['score_range'][0]:.4f} .. {an['score_range'][1]:.4f}, {score_share:.0%} of this box's score side, so "
-        f"the wide reference weighs the latency reached {1 / score_share:.1f}x more than the score. Latencies seen {an['latency_range_ms'][0]:.1f} .. "
+        f"{an['score_range'][0]:.4f} .. {an['score_range'][1]:.4f}, only {score_share:.0%} of this box's score "
+        f"side, so this HV mostly measures the latency reached. Latencies seen {an['latency_range_ms'][0]:.1f} .. "
         f"{an['latency_range_ms'][1]:.1f} ms",
         "- own snapshot HV: the last front snapshot nasconv stored for the study, against the study's own "
         "reference point (fixed from its first front; not comparable across studies)",
@@ -484,7 +490,8 @@ def markdown(meta: dict[str, Any], an: dict[str, Any], text: str, png: bool) -> 
     ]
     if png:
         out += ["![hypervolume vs trials](search_quality.png)", ""]
-    out += ["### Runs", "", "| study | from -> to | wall s | cached | rejected | load (1/5/15) |", "|---|---|---:|---:|---:|---|"]
+    out += ["### Runs", "", "| study | from -> to | wall s | cached | rejected | load (1/5/15) |",
+            "|---|---|---:|---:|---:|---|"]
     for r in meta["all_runs"]:
         out.append(f"| {r['study']} | {r['from']} -> {r['to']} | {r['wall_s']:.0f} | {r['cached']} | {r['rejected']} | "
                    f"{r['load']} |")
@@ -516,7 +523,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(2)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     db = args.storage.removeprefix("sqlite:///")
-    log_path = Path(db + ".runs.jsonl") if args.storage.startswith("sqlite:///") else out_dir / "search_quality.runs.jsonl"
+    log_path = (Path(db + ".runs.jsonl") if args.storage.startswith("sqlite:///")
+                else out_dir / "search_quality.runs.jsonl")
 
     command = "python benchmarks/search_quality.py" + ("" if not sys.argv[1:] else " " + shlex.join(sys.argv[1:]))
     load_before = _load_avg()

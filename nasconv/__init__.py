@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import os as _os
+
 __version__ = "0.1.0"
+
+# OpenMP threads that spin while waiting make multi-threaded timings meaningless on a shared
+# machine (2-40x slower forward passes measured beside another job); sleeping waiters cost a
+# few percent at most. Set before torch loads its OpenMP runtime; a user's own setting wins.
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from nasconv.arch import ArchSpec, OpChoice, StageSpec  # noqa: E402
 from nasconv.build import build_model  # noqa: E402

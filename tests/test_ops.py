@@ -113,3 +113,10 @@ def test_gc_one_group_is_plain_conv(stride):
 def test_gc_bad_groups(bad):
     with pytest.raises(HyperparameterError, match=r"gc: groups: "):
         create_op("gc", 64, 64, **bad)
+
+
+def test_cost_cache_tells_float_from_int():
+    # 2.0 == 2 for a dict key; the operator's rule refuses the float all the same
+    op_cost("gc", 64, 64, 3, 8, 8, groups=2)
+    with pytest.raises(HyperparameterError, match="gc: groups"):
+        op_cost("gc", 64, 64, 3, 8, 8, groups=2.0)

@@ -123,14 +123,16 @@ def op_cost(
     **hyper: Any,
 ) -> Cost:
     """Exact params and MACs of one operator applied to one ``height x width`` image."""
+    # The value's type is part of the key: 2.0 == 2 (and True == 1) for the cache, not for the
+    # operators' rules, which refuse a float where an integer is required.
     return _op_cost_cached(name, in_channels, out_channels, kernel_size, height, width, stride,
-                           tuple(sorted(hyper.items())))
+                           tuple(sorted((k, type(v).__name__, v) for k, v in hyper.items())))
 
 
 @functools.lru_cache(maxsize=65536)
 def _op_cost_cached(name, in_channels, out_channels, kernel_size, height, width, stride, hyper):
     spec = get_op(name)
-    full = validate_op(name, in_channels, out_channels, kernel_size, stride, **dict(hyper))
+    full = validate_op(name, in_channels, out_channels, kernel_size, stride, **{k: v for k, _, v in hyper})
     return spec.cost(in_channels, out_channels, kernel_size, height, width, stride, **full)
 
 
