@@ -32,8 +32,12 @@ def fault_point(name: str, detail: Any = "") -> None:
     ``NASCONV_TEST_CRASH_AT=name:n`` SIGKILLs this process the n-th time it reaches ``name``
     (points: ``during_eval`` in :func:`run_job`; ``after_ask``, ``before_tell``, ``after_tell``,
     ``during_snapshot`` in the search driver).
+    ``NASCONV_TEST_DELAY=name:seconds`` sleeps there (makes "mid-evaluation" a wide window).
     """
     trace, crash = os.environ.get("NASCONV_TEST_TRACE"), os.environ.get("NASCONV_TEST_CRASH_AT")
+    delay = os.environ.get("NASCONV_TEST_DELAY")
+    if delay and delay.partition(":")[0] == name:
+        time.sleep(float(delay.partition(":")[2] or 1))
     if not trace and not crash:
         return
     if trace:

@@ -215,8 +215,11 @@ class SearchCLI:
 
     def start(self, storage: str, trials: int, *, study: str = "s", extra: tuple[str, ...] = (),
               env: dict[str, str] | None = None, slow: bool = False) -> subprocess.Popen:
+        env = dict(env or self.env())
+        if slow:  # every evaluation takes at least 2 s, however fast the machine
+            env.setdefault("NASCONV_TEST_DELAY", "during_eval:2")
         return subprocess.Popen(self.cmd(storage, trials, study=study, extra=extra, slow=slow), cwd=self.tmp,
-                                env=env or self.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     def run(self, storage: str, trials: int, *, timeout: float = 300, **kw) -> subprocess.CompletedProcess:
         p = self.start(storage, trials, **kw)

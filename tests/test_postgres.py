@@ -30,9 +30,12 @@ def _cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
 
 def test_two_drivers_on_one_study(postgres_url, search_cli, tmp_path):
     trials = 6
-    first = search_cli.start(postgres_url, trials)
+    # 1 s per evaluation, so that the first driver cannot finish the study alone before the
+    # second one has joined, however fast the machine is
+    env = search_cli.env(NASCONV_TEST_DELAY="during_eval:1")
+    first = search_cli.start(postgres_url, trials, env=env)
     search_cli.wait_traced("after_ask", 1, first)  # the second driver joins a running search
-    second = search_cli.start(postgres_url, trials)
+    second = search_cli.start(postgres_url, trials, env=env)
     for p in (first, second):
         out, err = p.communicate(timeout=300)
         assert p.returncode == 0, err
