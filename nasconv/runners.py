@@ -36,13 +36,13 @@ def fault_point(name: str, detail: Any = "") -> None:
     """
     trace, crash = os.environ.get("NASCONV_TEST_TRACE"), os.environ.get("NASCONV_TEST_CRASH_AT")
     delay = os.environ.get("NASCONV_TEST_DELAY")
-    if delay and delay.partition(":")[0] == name:
-        time.sleep(float(delay.partition(":")[2] or 1))
-    if not trace and not crash:
-        return
     if trace:
         with open(trace, "a") as f:
             f.write(f"{name} {detail} {os.getpid()}\n")
+    if delay and delay.partition(":")[0] == name:  # after the trace: a test sees the point, then acts
+        time.sleep(float(delay.partition(":")[2] or 1))
+    if not crash:
+        return
     if crash and crash.partition(":")[0] == name:
         _fault_counts[name] = _fault_counts.get(name, 0) + 1
         if _fault_counts[name] == int(crash.partition(":")[2] or 1):
