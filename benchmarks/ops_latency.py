@@ -297,21 +297,34 @@ def _shape(channels: int, size: int) -> str:
     return f"{channels}x{size}x{size}"
 
 
+def _busy(*rows: dict[str, Any]) -> bool:
+    """Whether other processes competed with the timing of any of these rows' cells."""
+    return any(r.get("other_cpu_cores", 0.0) > OTHER_CPU_WARN for r in rows)
+
+
+def _verdict(ok: list[bool]) -> str:
+    return "holds everywhere" if all(ok) else ("does not hold anywhere" if not any(ok) else "holds only in part")
+
+
 def findings(rows: list[dict[str, Any]], checks: list[dict[str, Any]],
              shapes: tuple[tuple[int, int], ...], batches: tuple[int, ...]) -> tuple[str, dict[str, Any]]:
+    """The Findings block (Markdown) and its data, computed from the rows.
+
+    Cells timed while other processes used more than ``OTHER_CPU_WARN`` of a core are shown with
+    a dagger and left out of the verdicts: their ratios say more about the neighbours than the ops.
+    """
     lines: list[str] = []
     data: dict[str, Any] = {"tied_vs_gc": [], "expert_loop_speedup": [], "tbc_loop_speedup": []}
+    dagger = f"† = timed while other processes used > {OTHER_CPU_WARN} of a core; left out of the verdict"
 
     # (1) TBC / TGC against gc at equal MACs
     pairs = [("tbc", {"blocks": b}, f"tbc B={b}", {"groups": b}) for b in (2, 4, 8)]
     pairs += [("tgc", {"blocks": 2, "groups": g}, f"tgc B=2,G={g}", {"groups": 2 * g}) for g in (2, 4)]
     cols = [(c, s, b) for b in batches for c, s in shapes]
-    lines.append(f"**(1) TBC/TGC vs gc at equal MACs** — latency ratio op / gc (< 1 = faster than gc); "
-                 f"\"no slower\" means ratio <= {NOISE_TOLERANCE:.2f} (5% allowed for timing noise).")
-    lines.append("")
-    lines.append("| pair | " + " | ".join(f"{_shape(c, s)} b{b}" for c, s, b in cols) + " |")
-    lines.append("|---|" + "---:|" * len(cols))
-    held, failed = [], []
+    lines += [f"**(1) TBC/TGC vs gc at equal MACs** — latency ratio op / gc (< 1 = faster than gc); \"no slower\" "
+              f"means ratio <= {NOISE_TOLERANCE:.2f} (5% allowed for timing noise); bold = slower; {dagger}.", "",
+              "| pair | " + " | ".join(f"{_shape(c, s)} b{b}" for c, s, b in cols) + " |",
+              "|---|" + "---:|" * len(cols)]
     for op, hyper, name, gc_hyper in pairs:
         cells = []
         for c, s, b in cols:
@@ -323,88 +336,101 @@ def findings(rows: list[dict[str, Any]], checks: list[dict[str, Any]],
                 cells.append(f"MACs differ ({r['macs']} vs {g['macs']})")
                 continue
             ratio = r["latency_ms"] / g["latency_ms"]
-            entry = {"op": op, "hyper": hyper, "gc_groups": gc_hyper["groups"], "channels": c, "size": s,
-                     "batch": b, "ratio": ratio, "no_slower": ratio <= NOISE_TOLERANCE}
-            data["tied_vs_gc"].append(entry)
-            (held if entry["no_slower"] else failed).append((name, gc_hyper["groups"], c, s, b, ratio))
-            cells.append(f"{ratio:.2f}" if entry["no_slower"] else f"**{ratio:.2f}**")
+            e = {"pair": name, "op": op, "hyper": hyper, "gc_groups": gc_hyper["groups"], "channels": c, "size": s,
+                 "batch": b, "ratio": ratio, "no_slower": ratio <= NOISE_TOLERANCE, "busy": _busy(r, g)}
+            data["tied_vs_gc"].append(e)
+            text = f"{ratio:.2f}" if e["no_slower"] else f"**{ratio:.2f}**"
+            cells.append(text + (" †" if e["busy"] else ""))
         lines.append(f"| {name} / gc G={gc_hyper['groups']} | " + " | ".join(cells) + " |")
     lines.append("")
-    total = len(held) + len(failed)
-    if total:
-        strict = sum(1 for e in data["tied_vs_gc"] if e["ratio"] < 1.0)
-        per_batch = ", ".join(
-            f"batch {b}: {sum(1 for e in data['tied_vs_gc'] if e['batch'] == b and e['no_slower'])}/"
-            f"{sum(1 for e in data['tied_vs_gc'] if e['batch'] == b)}" for b in batches)
-        per_op = ", ".join(
-            f"{n}: {sum(1 for h in held if h[0] == n)}/{sum(1 for h in held + failed if h[0] == n)}"
-            for _, _, n, _ in pairs if any(h[0] == n for h in held + failed))
-        verdict = "holds everywhere" if not failed else ("does not hold anywhere" if not held else "holds only in part")
-        lines.append(f"- \"TBC/TGC no slower than gc at equal MACs\" **{verdict}**: {len(held)}/{total} cells "
-                     f"(ratio <= {NOISE_TOLERANCE:.2f}); strictly faster (< 1.00) in {strict}/{total}.")
-        lines.append(f"- By batch — {per_batch}. By pair — {per_op}.")
-        if failed:
-            worst = sorted(failed, key=lambda f: -f[5])
-            lines.append("- Slower than gc (bold above): " + "; ".join(
-                f"{n} at {_shape(c, s)} b{b} ({r:.2f}x)" for n, g, c, s, b, r in worst) + ".")
-        geo = {n: math.exp(statistics.fmean(math.log(h[5]) for h in held + failed if h[0] == n))
-               for _, _, n, _ in pairs if any(h[0] == n for h in held + failed)}
-        lines.append("- Geometric-mean ratio over all cells: " + ", ".join(f"{n} {v:.2f}" for n, v in geo.items())
-                     + ".")
+    clean = [e for e in data["tied_vs_gc"] if not e["busy"]]
+    if clean:
+        held = [e for e in clean if e["no_slower"]]
+        left_out = len(data["tied_vs_gc"]) - len(clean)
+
+        def count(sel: Callable[[dict[str, Any]], bool]) -> str:
+            part = [e for e in clean if sel(e)]
+            return f"{sum(e['no_slower'] for e in part)}/{len(part)}"
+
+        lines.append(f"- \"TBC/TGC no slower than gc at equal MACs\" **{_verdict([e['no_slower'] for e in clean])}**: "
+                     f"{len(held)}/{len(clean)} cells (ratio <= {NOISE_TOLERANCE:.2f}); strictly faster (< 1.00) in "
+                     f"{sum(e['ratio'] < 1.0 for e in clean)}/{len(clean)}"
+                     + (f"; {left_out} busy cells (†) left out." if left_out else "."))
+        lines.append("- By batch — " + ", ".join(f"batch {b}: {count(lambda e, b=b: e['batch'] == b)}"
+                                                 for b in batches)
+                     + ". By shape — " + ", ".join(f"{_shape(c, s)}: {count(lambda e, c=c: e['channels'] == c)}"
+                                                   for c, s in shapes if any(e["channels"] == c for e in clean))
+                     + ". By pair — " + ", ".join(f"{n}: {count(lambda e, n=n: e['pair'] == n)}"
+                                                  for _, _, n, _ in pairs) + ".")
+        slower = sorted((e for e in clean if not e["no_slower"]), key=lambda e: -e["ratio"])
+        if slower:
+            lines.append("- Slower than gc: " + "; ".join(
+                f"{e['pair']} at {_shape(e['channels'], e['size'])} b{e['batch']} ({e['ratio']:.2f}x)"
+                for e in slower) + ".")
+        lines.append("- Geometric-mean ratio over these cells: " + ", ".join(
+            f"{n} {math.exp(statistics.fmean(math.log(e['ratio']) for e in clean if e['pair'] == n)):.2f}"
+            for _, _, n, _ in pairs if any(e["pair"] == n for e in clean)) + ".")
+    elif data["tied_vs_gc"]:
+        lines.append("- No verdict: every cell was timed while other processes were busy (†).")
     lines.append("")
 
     # (2) CondConv / DynConv: batched (samples as groups) vs per-sample loop
     big = max(batches)
-    lines.append(f"**(2) CondConv/DynConv batched forward vs per-sample loop at batch {big}** — speed-up = "
-                 f"loop latency / batched latency (target >= {TARGET_SPEEDUP:.0f}x).")
-    lines.append("")
-    lines.append("| op | " + " | ".join(_shape(c, s) for c, s in shapes) + " | >= 5x everywhere |")
-    lines.append("|---|" + "---:|" * len(shapes) + "---|")
+    lines += [f"**(2) CondConv/DynConv batched forward vs per-sample loop at batch {big}** — speed-up = loop latency / "
+              f"batched latency (target >= {TARGET_SPEEDUP:.0f}x); {dagger}.", "",
+              "| op | " + " | ".join(_shape(c, s) for c, s in shapes) + f" | >= {TARGET_SPEEDUP:.0f}x |",
+              "|---|" + "---:|" * len(shapes) + "---|"]
     for op in ("condconv", "dynconv"):
-        spec_default = {k: h.default for k, h in get_op(op).hyper.items()}
+        default = {k: h.default for k, h in get_op(op).hyper.items()}
         cells, hits = [], []
         for c, s in shapes:
-            r, n = _find(rows, op, spec_default, c, big), _find(rows, f"{op}-naive-loop", spec_default, c, big)
+            r, n = _find(rows, op, default, c, big), _find(rows, f"{op}-naive-loop", default, c, big)
             if r is None or n is None:
                 cells.append("n/a")
                 continue
-            speedup = n["latency_ms"] / r["latency_ms"]
-            hits.append(speedup >= TARGET_SPEEDUP)
-            data["expert_loop_speedup"].append({"op": op, "channels": c, "size": s, "batch": big,
-                                                "batched_ms": r["latency_ms"], "loop_ms": n["latency_ms"],
-                                                "speedup": speedup, "meets_target": speedup >= TARGET_SPEEDUP})
-            cells.append(f"{speedup:.2f}x")
-        if hits:
-            lines.append(f"| {op} | " + " | ".join(cells) + f" | {'yes' if all(hits) else 'no'} "
-                         f"({sum(hits)}/{len(hits)}) |")
+            e = {"op": op, "channels": c, "size": s, "batch": big, "batched_ms": r["latency_ms"],
+                 "loop_ms": n["latency_ms"], "speedup": n["latency_ms"] / r["latency_ms"], "busy": _busy(r, n)}
+            e["meets_target"] = e["speedup"] >= TARGET_SPEEDUP
+            data["expert_loop_speedup"].append(e)
+            cells.append(f"{e['speedup']:.2f}x" + (" †" if e["busy"] else ""))
+            if not e["busy"]:
+                hits.append(e["meets_target"])
+        if cells and any(cell != "n/a" for cell in cells):
+            summary = f"{'yes' if hits and all(hits) else 'no'} ({sum(hits)}/{len(hits)})" if hits else "no verdict"
+            lines.append(f"| {op} | " + " | ".join(cells) + f" | {summary} |")
     lines.append("")
-    sp = data["expert_loop_speedup"]
+    sp = [e for e in data["expert_loop_speedup"] if not e["busy"]]
     if sp:
         best, worst = max(sp, key=lambda e: e["speedup"]), min(sp, key=lambda e: e["speedup"])
-        verdict = "holds" if all(e["meets_target"] for e in sp) else (
-            "does not hold anywhere" if not any(e["meets_target"] for e in sp) else "holds only in part")
-        lines.append(f"- \"Batched CondConv/DynConv >= {TARGET_SPEEDUP:.0f}x faster than the per-sample loop at "
-                     f"batch {big}\" **{verdict}**: {sum(e['meets_target'] for e in sp)}/{len(sp)} cells; "
-                     f"range {worst['speedup']:.2f}x ({worst['op']} {_shape(worst['channels'], worst['size'])}) to "
-                     f"{best['speedup']:.2f}x ({best['op']} {_shape(best['channels'], best['size'])}).")
+        left_out = len(data["expert_loop_speedup"]) - len(sp)
+        lines.append(f"- \"Batched CondConv/DynConv >= {TARGET_SPEEDUP:.0f}x faster than the per-sample loop at batch "
+                     f"{big}\" **{_verdict([e['meets_target'] for e in sp])}**: {sum(e['meets_target'] for e in sp)}/"
+                     f"{len(sp)} cells; range {worst['speedup']:.2f}x ({worst['op']} "
+                     f"{_shape(worst['channels'], worst['size'])}) to {best['speedup']:.2f}x ({best['op']} "
+                     f"{_shape(best['channels'], best['size'])})" + (f"; {left_out} busy cells (†) left out."
+                                                                      if left_out else "."))
         slower = [e for e in sp if e["speedup"] < 1.0]
         if slower:
             lines.append("- The batched form is SLOWER than the loop at: " + "; ".join(
                 f"{e['op']} {_shape(e['channels'], e['size'])} ({e['batched_ms']:.1f} vs {e['loop_ms']:.1f} ms)"
                 for e in slower) + ".")
+    elif data["expert_loop_speedup"]:
+        lines.append("- No verdict: every cell was timed while other processes were busy (†).")
+
     # context: the TBC block loop against the batched (blocks-folded-into-batch) module
-    tl = []
     for b_ in batches:
         for c, s in shapes:
             for blocks in (2, 4, 8):
-                r, n = _find(rows, "tbc", {"blocks": blocks}, c, b_), _find(rows, "tbc-naive-loop", {"blocks": blocks}, c, b_)
+                r = _find(rows, "tbc", {"blocks": blocks}, c, b_)
+                n = _find(rows, "tbc-naive-loop", {"blocks": blocks}, c, b_)
                 if r and n:
-                    tl.append({"blocks": blocks, "channels": c, "size": s, "batch": b_,
-                               "speedup": n["latency_ms"] / r["latency_ms"]})
-    data["tbc_loop_speedup"] = tl
+                    data["tbc_loop_speedup"].append({"blocks": blocks, "channels": c, "size": s, "batch": b_,
+                                                     "speedup": n["latency_ms"] / r["latency_ms"],
+                                                     "busy": _busy(r, n)})
+    tl = [e for e in data["tbc_loop_speedup"] if not e["busy"]]
     if tl:
         lo, hi = min(tl, key=lambda e: e["speedup"]), max(tl, key=lambda e: e["speedup"])
-        lines.append(f"- For context, TBC folded into the batch vs the block loop: speed-up "
+        lines.append(f"- For context, TBC folded into the batch vs the block loop (quiet cells): speed-up "
                      f"{lo['speedup']:.2f}x (B={lo['blocks']} {_shape(lo['channels'], lo['size'])} b{lo['batch']}) to "
                      f"{hi['speedup']:.2f}x (B={hi['blocks']} {_shape(hi['channels'], hi['size'])} b{hi['batch']}).")
     if checks:
@@ -414,12 +440,11 @@ def findings(rows: list[dict[str, Any]], checks: list[dict[str, Any]],
                      f"atol={CHECK_ATOL:g}): {len(checks) - len(bad)}/{len(checks)} checks pass, largest |diff| "
                      f"{worst_diff:.1e}" + ("." if not bad else "; FAILED: " + ", ".join(
                          f"{c['row']} {_shape(c['channels'], c['size'])} b{c['batch']}" for c in bad) + "."))
-    busy = sorted({(r["channels"], r["size"], r["batch"], r["other_cpu_cores"]) for r in rows
-                   if r.get("other_cpu_cores", 0.0) > OTHER_CPU_WARN}, key=lambda t: (t[2], t[0]))
+    busy = sorted({(r["batch"], r["channels"], r["size"], r["other_cpu_cores"]) for r in rows if _busy(r)})
     if busy:
-        lines.append(f"- Caution: other processes used > {OTHER_CPU_WARN} of a core while these cells were timed, so "
-                     "their latencies are inflated and noisier: " + ", ".join(
-                         f"{_shape(c, s)} b{b} ({o:.2f})" for c, s, b, o in busy) + ".")
+        lines.append(f"- Caution: other processes used > {OTHER_CPU_WARN} of a core (value in cores) while these "
+                     "cells were timed, so their latencies are inflated and noisy — rerun on a quiet machine: "
+                     + ", ".join(f"{_shape(c, s)} b{b} ({o:.2f})" for b, c, s, o in busy) + ".")
     return "\n".join(lines), data
 
 
@@ -481,7 +506,9 @@ def markdown(meta: dict[str, Any], rows: list[dict[str, Any]], text: str,
             cell = [r for r in rows if r["channels"] == channels and r["batch"] == batch]
             if not cell:
                 continue
-            out += ["", f"### {_shape(channels, size)}, batch {batch}", "",
+            noisy = (f" — † timed while other processes used {cell[0]['other_cpu_cores']:.2f} cores: noisy"
+                     if _busy(cell[0]) else "")
+            out += ["", f"### {_shape(channels, size)}, batch {batch}{noisy}", "",
                     "| op | hyper | params | MACs (M) | latency_ms | IQR ms | runs | vs standard | MAC efficiency |",
                     "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
             for r in cell:
@@ -491,6 +518,16 @@ def markdown(meta: dict[str, Any], rows: list[dict[str, Any]], text: str,
                 out.append(f"| {r['op']} | {hyper} | {r['params']:,} | {r['macs'] / 1e6:.2f} | "
                            f"{r['latency_ms']:.3f} | {r['iqr_ms']:.3f} | {r['runs']} | {rel} | {eff} |")
     return "\n".join(out) + "\n"
+
+
+def write_results(out_dir: Path, meta: dict[str, Any], rows: list[dict[str, Any]], checks: list[dict[str, Any]],
+                  text: str, data: dict[str, Any], shapes: tuple[tuple[int, int], ...],
+                  batches: tuple[int, ...]) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "ops_latency.md").write_text(markdown(meta, rows, text, shapes, batches))
+    (out_dir / "ops_latency.json").write_text(json.dumps(
+        {"meta": meta, "rows": rows, "checks": checks, "findings": data}, indent=1) + "\n")
+    print(f"wrote {out_dir / 'ops_latency.md'} and {out_dir / 'ops_latency.json'}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -509,7 +546,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ops", default=None, help="comma-separated operators (default: all; standard is "
                         "always included as the baseline; naive rows follow tbc/condconv/dynconv)")
     parser.add_argument("--out", default=None, help="output folder (default benchmarks/results)")
+    parser.add_argument("--render", metavar="JSON", default=None,
+                        help="time nothing: recompute the findings and Markdown from a JSON this script wrote")
     args = parser.parse_args(argv)
+
+    if args.render:
+        saved = json.loads(Path(args.render).read_text())
+        shapes = tuple((c, s) for c, s in saved["meta"]["shapes"])
+        batches = tuple(saved["meta"]["batches"])
+        text, data = findings(saved["rows"], saved["checks"], shapes, batches)
+        print(text)
+        write_results(Path(args.out) if args.out else Path(__file__).resolve().parent / "results",
+                      saved["meta"], saved["rows"], saved["checks"], text, data, shapes, batches)
+        return 1 if any(not c["allclose"] for c in saved["checks"]) else 0
 
     known = list_ops()
     if args.ops:
@@ -563,11 +612,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\n" + text)
     print(f"\nrun time {run_time:.0f} s")
     if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "ops_latency.md").write_text(markdown(meta, rows, text, SHAPES, batches))
-        (out_dir / "ops_latency.json").write_text(json.dumps(
-            {"meta": meta, "rows": rows, "checks": checks, "findings": data}, indent=1) + "\n")
-        print(f"wrote {out_dir / 'ops_latency.md'} and {out_dir / 'ops_latency.json'}")
+        write_results(out_dir, meta, rows, checks, text, data, SHAPES, batches)
     return 1 if any(not c["allclose"] for c in checks) else 0
 
 

@@ -294,6 +294,10 @@ def findings(summary: list[dict[str, Any]], rows: list[dict[str, Any]]) -> list[
     return lines
 
 
+def _total_s(rows: list[dict[str, Any]], key: str = "eval_time_s") -> float:
+    return sum(v.get(key) or 0.0 for r in rows for v in r["results"].values())
+
+
 def markdown(meta: dict[str, Any], summary: list[dict[str, Any]], rows: list[dict[str, Any]]) -> str:
     out = [
         "# Proxy fidelity: proxy scores vs a longer training",
@@ -303,6 +307,8 @@ def markdown(meta: dict[str, Any], summary: list[dict[str, Any]], rows: list[dic
         f"- date: {meta['date']}; wall time of this invocation {meta['run_time_s']:.0f} s"
         + (f"; {meta['reused']} results reused from an earlier invocation (their times are those of that one)"
            if meta["reused"] else ""),
+        f"- evaluation time summed over every result in the tables: {_total_s(rows) / 3600:.1f} h wall, "
+        f"{_total_s(rows, 'cpu_s') / 3600:.1f} h CPU",
         f"- torch {meta['torch']}, Python {meta['python']}, threads {meta['threads']} (torch.set_num_threads)",
         f"- CPU: {meta['cpu']} ({meta['cpu_count']} logical CPUs); the machine is shared: load average (1/5/15 min) "
         f"before: {meta['load_before']}, after: {meta['load_after']}; mean CPU used by other processes during the "
