@@ -69,7 +69,7 @@ SPACE = "resnet50"
 BUDGET = "4gflops"
 SAMPLER = "nsga2"
 OBJECTIVES = ("accuracy", "latency")
-VARIANTS = ("ray", "inline", "inline-wal", "inline-tmpfs", "plain-memory", "plain-sqlite")
+VARIANTS = ("ray", "inline", "inline-tmpfs", "plain-memory", "plain-sqlite")
 TMPFS = Path("/dev/shm")
 GOAL_MS = 50.0
 #: evaluation settings of the searches (only their cache key matters to the trivial evaluator)
@@ -120,13 +120,8 @@ def _eval_walls(storage: str) -> dict[str, float]:
 
 
 def run_driver(variant: str, runner: Any, folder: Path, trials: int, seed: int) -> dict[str, Any]:
-    """``run_search``'s driver; ``inline-wal``: the SQLite file is created in WAL journal mode (a
-    setting stored in the file) before nasconv opens it; ``inline-tmpfs``: the file is in RAM."""
+    """``run_search``'s driver; ``inline-tmpfs``: the SQLite file is in RAM."""
     db = folder / f"{variant}-{seed}.db"
-    if variant == "inline-wal":
-        con = sqlite3.connect(db)
-        con.execute("PRAGMA journal_mode=WAL")
-        con.close()
     storage = f"sqlite:///{db}"
     name = f"overhead-{variant}-{seed}"
     t0 = time.perf_counter()
@@ -356,7 +351,7 @@ def summarise(runs: list[dict[str, Any]], default_s: float, repeats: int) -> tup
         ratios.append(f"ray / inline {ms['ray'] / ms['inline']:.2f}")
     if "inline" in ms and "plain-sqlite" in ms:
         ratios.append(f"inline / plain-sqlite {ms['inline'] / ms['plain-sqlite']:.2f}")
-    for v in ("inline-wal", "inline-tmpfs"):
+    for v in ("inline-tmpfs",):
         if v in data and "inline" in data:
             ratios.append(f"{v} / inline "
                           f"{data[v]['ms_per_evaluated_trial'] / data['inline']['ms_per_evaluated_trial']:.2f}")
@@ -429,8 +424,8 @@ def markdown(meta: dict[str, Any], text: str) -> str:
         f"then again); storage: a fresh SQLite file per run under {meta['tmp']} (ext4 disk; plain-memory: Optuna's "
         "in-memory storage)",
         "- variants: ray = `run_search` with a RayRunner (local, 1 worker x 2 CPUs); inline = `run_search` with "
-        "the InlineRunner; inline-wal = inline, the SQLite file created in WAL journal mode before nasconv opens "
-        "it; inline-tmpfs = inline, the SQLite file on /dev/shm (RAM: no disk syncs; what storage tuning could "
+        "the InlineRunner (both on nasconv's SQLite settings: WAL journal, synchronous=NORMAL); "
+        "inline-tmpfs = inline, the SQLite file on /dev/shm (RAM: no disk syncs; what storage tuning could "
         "reach at best); plain-memory / plain-sqlite = a plain Optuna ask/tell loop (suggest_arch, estimate_cost, "
         "budget constraints, the evaluator called directly), in-memory / SQLite storage",
         "- DB commits / trial: SQLAlchemy transactions committed per Optuna trial (Optuna's storage and "
@@ -498,7 +493,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             for rep in range(args.repeats):
                 for v in variants:
-                    if v in ("ray", "inline", "inline-wal", "inline-tmpfs"):
+                    if v in ("ray", "inline", "inline-tmpfs"):
                         from nasconv.runners import InlineRunner
 
                         r = run_driver(v, runner if v == "ray" else InlineRunner(threads=2),

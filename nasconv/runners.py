@@ -9,6 +9,7 @@ runs them in-process, one at a time (tests, benchmarks, debugging).
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import sys
@@ -179,6 +180,7 @@ class RayRunner:
             num_cpus=self.cpus_per_worker, num_gpus=gpus_per_trial, max_retries=max_retries,
             retry_exceptions=False)
         self._pending: dict[Any, Hashable] = {}
+        self._shared: dict[Any, tuple[Any, Any]] = {}  # evaluator / settings -> (object, its ObjectRef)
         self.capacity = self.workers
         self.description = (f"Ray cluster at {address}" if address else "local Ray") + \
             f", {self.workers} worker(s) x {self.cpus_per_worker} CPU" + \
@@ -193,7 +195,16 @@ class RayRunner:
             # A user's evaluator from a script or test module: ship it by value, since workers
             # may not be able to import that module.
             self.ray.cloudpickle.register_pickle_by_value(mod)
-        ref = self._remote.remote(fn, arch_dict, config_dict, self.cpus_per_worker)
+        # The evaluator and its settings are the same for every job of a search: put them in
+        # the object store once instead of serialising them into every task.
+        fn_ref = self._shared.get(id(fn))
+        if fn_ref is None or fn_ref[0] is not fn:
+            fn_ref = self._shared[id(fn)] = (fn, self.ray.put(fn))
+        cfg_key = json.dumps(config_dict, sort_keys=True, default=str)
+        cfg_ref = self._shared.get(cfg_key)
+        if cfg_ref is None:
+            cfg_ref = self._shared[cfg_key] = (config_dict, self.ray.put(config_dict))
+        ref = self._remote.remote(fn_ref[1], arch_dict, cfg_ref[1], self.cpus_per_worker)
         self._pending[ref] = key
 
     def wait(self, timeout: float = 0.5) -> list[Done]:

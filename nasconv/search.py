@@ -25,6 +25,8 @@ from typing import Any, Callable
 
 import numpy as np
 import optuna
+from optuna.study._constrained_optimization import _is_constrained_optimization
+from optuna.study._multi_objective import _get_pareto_front_trials_by_trials
 from optuna.trial import TrialState
 
 from nasconv import __version__
@@ -36,7 +38,7 @@ from nasconv.evaluate import EvalConfig, evaluate
 from nasconv.runners import fault_point
 from nasconv.spaces import SearchSpace, load_space
 from nasconv.storage import (DEFAULT_STORAGE, GRACE_PERIOD_S, HEARTBEAT_INTERVAL_S, FrontSnapshot, NasconvTables,
-                             is_database_locked, locked_error, open_storage)
+                             is_database_locked, locked_error, open_storage, set_user_attrs)
 
 SAMPLERS = ("nsga2", "tpe", "gp", "random")
 #: objective name -> (metric key, direction)
@@ -330,6 +332,7 @@ class SearchDriver:
         self.counts = {"failed": 0, "rejected": 0, "cached": 0}
         self.last_front: list[optuna.trial.FrozenTrial] = []
         self.last_hv = 0.0
+        self.last_evaluated: int | None = None  # evaluated trials as the last snapshot counted them
 
     # --- setup ----------------------------------------------------------------------------
     def _check_config(self) -> None:
@@ -469,8 +472,12 @@ class SearchDriver:
     def _complete_trials(self) -> list[optuna.trial.FrozenTrial]:
         return self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
 
+    @staticmethod
+    def _evaluated_in(complete: list[optuna.trial.FrozenTrial]) -> int:
+        return sum(1 for t in complete if t.user_attrs.get("status") in ("evaluated", "cached"))
+
     def evaluated_count(self) -> int:
-        return sum(1 for t in self._complete_trials() if t.user_attrs.get("status") in ("evaluated", "cached"))
+        return self._evaluated_in(self._complete_trials())
 
     # --- objective values -----------------------------------------------------------------
     def _values(self, metrics: dict[str, Any]) -> list[float] | None:
@@ -514,8 +521,15 @@ class SearchDriver:
         sign = np.array([-1.0 if d == "maximize" else 1.0 for d in self.directions])
         return np.array([t.values for t in trials], dtype=float) * sign
 
-    def front_and_hv(self) -> tuple[list[optuna.trial.FrozenTrial], float]:
-        front = [t for t in self.study.best_trials if t.user_attrs.get("status") in ("evaluated", "cached")]
+    def front_and_hv(self, complete: list[optuna.trial.FrozenTrial] | None = None
+                     ) -> tuple[list[optuna.trial.FrozenTrial], float]:
+        """The feasible Pareto front of the evaluated trials (what ``Study.best_trials`` gives,
+        from one read of the study's complete trials, passed in when the caller has them) and
+        its hypervolume."""
+        complete = self._complete_trials() if complete is None else complete
+        front = [t for t in _get_pareto_front_trials_by_trials(
+                 complete, self.study.directions, consider_constraint=_is_constrained_optimization(complete))
+                 if t.user_attrs.get("status") in ("evaluated", "cached")]
         if not front:
             return [], 0.0
         if self.hv_ref is None:
@@ -552,9 +566,10 @@ class SearchDriver:
         return ref
 
     def snapshot(self, trial_number: int) -> None:
-        front, hv = self.front_and_hv()
+        complete = self._complete_trials()
+        front, hv = self.front_and_hv(complete)
         self.last_front, self.last_hv = front, hv
-        n = self.evaluated_count()
+        n = self.last_evaluated = self._evaluated_in(complete)
         fault_point("during_snapshot", trial_number)
         self.tables.add_snapshot(self.study_name, FrontSnapshot(trial_number, n, [t.number for t in front], hv))
 
@@ -609,6 +624,7 @@ class SearchDriver:
                 # Ask while there is room: never more in flight than workers, nor more trials
                 # waiting than are left to evaluate.
                 while runner.in_flight < runner.capacity and evaluated + self._pending() < self.cfg.trials:
+                    self.last_evaluated = None
                     with critical():
                         outcome = self._ask_one(runner)
                     if outcome == "rejected":
@@ -621,16 +637,18 @@ class SearchDriver:
                         continue
                     rejected_in_a_row = 0
                     if outcome == "cached":
-                        evaluated = self.evaluated_count()
+                        evaluated = self.evaluated_count() if self.last_evaluated is None else self.last_evaluated
                         show("cached")
                 if runner.in_flight == 0 and evaluated >= self.cfg.trials:
                     break
                 done = runner.wait(timeout=0.5)  # an inline evaluation runs here: interruptible
+                self.last_evaluated = None
                 with critical():
                     for key, metrics, error in done:
                         self._finish(key, metrics, error)
+                if done:  # the count the last snapshot read, else a fresh one
+                    evaluated = self.evaluated_count() if self.last_evaluated is None else self.last_evaluated
                 for key, metrics, error in done:
-                    evaluated = self.evaluated_count()
                     show("error" if error else "done")
                     if self.counts["failed"] > max_fail:
                         raise NasconvError(f"{self.counts['failed']} evaluations failed (more than {max_fail}); "
@@ -724,20 +742,17 @@ class SearchDriver:
             self._reseed(trial.number)
         arch = suggest_arch(trial, self.space)
         cost = estimate_cost(arch)
-        trial.set_user_attr("arch", arch.to_dict())
-        trial.set_user_attr("arch_hash", arch.arch_hash)
-        trial.set_user_attr("ops", arch.ops_label())
-        trial.set_user_attr("macs", cost.macs)
-        trial.set_user_attr("params", cost.params)
+        attrs = {"arch": arch.to_dict(), "arch_hash": arch.arch_hash, "ops": arch.ops_label(),
+                 "macs": cost.macs, "params": cost.params}
         over = self.budget.violations(macs=cost.macs, params=cost.params)
         if over:
+            set_user_attrs(trial, {**attrs, "status": "rejected", "reject_reason": "over budget: " + "; ".join(over)})
             self._constraints(trial, cost, None)
-            trial.set_user_attr("status", "rejected")
-            trial.set_user_attr("reject_reason", "over budget: " + "; ".join(over))
             self.study.tell(trial, self._placeholder_values(cost))
             self.heartbeat.remove(trial._trial_id)
             self.counts["rejected"] += 1
             return "rejected"
+        set_user_attrs(trial, attrs)
         cached = self.tables.get_cached(self.settings_key, arch.arch_hash)
         if cached is not None:
             self.heartbeat.remove(trial._trial_id)
@@ -761,13 +776,13 @@ class SearchDriver:
         attrs = trial.user_attrs
         cost = dataclasses.make_dataclass("C", ["macs", "params"])(attrs["macs"], attrs["params"])
         try:
-            for k in TRIAL_ATTRS:
-                if metrics.get(k) is not None:
-                    trial.set_user_attr(k, metrics[k])
-            trial.set_user_attr("status", status)
             values = self._values(metrics)
+            attrs = {k: metrics[k] for k in TRIAL_ATTRS if metrics.get(k) is not None}
+            attrs["status"] = status
             if values is None:
-                trial.set_user_attr("fail_reason", "the evaluation gave no finite value for every objective")
+                attrs["fail_reason"] = "the evaluation gave no finite value for every objective"
+            set_user_attrs(trial, attrs)
+            if values is None:
                 self.study.tell(trial, state=TrialState.FAIL)
                 self.counts["failed"] += 1
                 return True
