@@ -14,7 +14,10 @@ relative to ``standard`` and the MAC efficiency::
 in nasconv: ``tbc-naive-loop`` (a Python loop over the B blocks with the module's shared
 weight) and ``condconv-naive-loop`` / ``dynconv-naive-loop`` (mix each sample's kernel, one
 ``F.conv2d`` per sample, same weights and routing as the module). Their outputs are checked
-against the batched module (allclose) at every shape and batch they are timed at.
+against the batched module (allclose) at every shape and batch they are timed at. CondConv,
+DynConv, their loops and ``standard`` are also timed at ResNet-20's (CIFAR) shapes 16x32x32,
+32x16x16 and 64x8x8 at the largest batch: where one sample's convolution is too small to keep
+the cores busy, which is where batching the samples pays.
 
 Writes ``ops_latency.md`` and ``ops_latency.json`` to ``--out`` (default benchmarks/results);
 ``--quick`` is a smoke run (< 1 min) that writes nothing unless ``--out`` is given.
@@ -48,6 +51,8 @@ from nasconv.ops.tied import TiedBlockConv2d
 #: ResNet-50's 3x3 convolutions: (channels, height = width) of stages conv2_x .. conv5_x
 SHAPES: tuple[tuple[int, int], ...] = ((64, 56), (128, 28), (256, 14), (512, 7))
 BATCHES: tuple[int, ...] = (1, 32)
+#: ResNet-20's (CIFAR) 3x3 shapes: CondConv/DynConv and standard only, at the largest batch
+SMALL_SHAPES: tuple[tuple[int, int], ...] = ((16, 32), (32, 16), (64, 8))
 KERNEL = 3
 
 #: settings beyond the registry default, so TBC/TGC meet gc at equal MACs
@@ -285,9 +290,10 @@ def run(cases: list[Case], *, shapes: tuple[tuple[int, int], ...], batches: tupl
 # --- findings, computed from the rows -------------------------------------------------------
 
 
-def _find(rows: list[dict[str, Any]], op: str, hyper: dict[str, Any], channels: int, batch: int) -> dict | None:
+def _find(rows: list[dict[str, Any]], op: str, hyper: dict[str, Any], channels: int, batch: int,
+          size: int | None = None) -> dict | None:
     for r in rows:
-        if r["op"] == op and r["channels"] == channels and r["batch"] == batch and \
+        if r["op"] == op and r["channels"] == channels and r["batch"] == batch and size in (None, r["size"]) and \
                 all(r["hyper"].get(k) == v for k, v in hyper.items()):
             return r
     return None
@@ -328,7 +334,7 @@ def findings(rows: list[dict[str, Any]], checks: list[dict[str, Any]],
     for op, hyper, name, gc_hyper in pairs:
         cells = []
         for c, s, b in cols:
-            r, g = _find(rows, op, hyper, c, b), _find(rows, "gc", gc_hyper, c, b)
+            r, g = _find(rows, op, hyper, c, b, s), _find(rows, "gc", gc_hyper, c, b, s)
             if r is None or g is None:
                 cells.append("n/a")
                 continue
@@ -376,20 +382,32 @@ def findings(rows: list[dict[str, Any]], checks: list[dict[str, Any]],
 
     # (2) CondConv / DynConv: batched (samples as groups) vs per-sample loop
     big = max(batches)
+    small = [tuple(x) for x in dict.fromkeys((r["channels"], r["size"]) for r in rows if r.get("set") == "resnet20")]
+    eshapes = list(shapes) + small
     lines += [f"**(2) CondConv/DynConv batched forward vs per-sample loop at batch {big}** — speed-up = loop latency / "
-              f"batched latency (target >= {TARGET_SPEEDUP:.0f}x); {dagger}.", "",
-              "| op | " + " | ".join(_shape(c, s) for c, s in shapes) + f" | >= {TARGET_SPEEDUP:.0f}x |",
-              "|---|" + "---:|" * len(shapes) + "---|"]
+              f"batched latency (target >= {TARGET_SPEEDUP:.0f}x); ResNet-50's shapes"
+              + (f", then ResNet-20's (CIFAR) {', '.join(_shape(c, s) for c, s in small)}" if small else "")
+              + f"; the `loop / standard` rows: the loop's latency over a plain convolution's of the same batch and shape "
+              f"(about 1 = the loop already runs at plain-convolution speed, so no batching can make it several times "
+              f"faster); {dagger}.", "",
+              "| op | " + " | ".join(_shape(c, s) for c, s in eshapes) + f" | >= {TARGET_SPEEDUP:.0f}x |",
+              "|---|" + "---:|" * len(eshapes) + "---|"]
+    loop_rows = []
     for op in ("condconv", "dynconv"):
         default = {k: h.default for k, h in get_op(op).hyper.items()}
-        cells, hits = [], []
-        for c, s in shapes:
-            r, n = _find(rows, op, default, c, big), _find(rows, f"{op}-naive-loop", default, c, big)
+        cells, hits, eff = [], [], []
+        for c, s in eshapes:
+            r, n = _find(rows, op, default, c, big, s), _find(rows, f"{op}-naive-loop", default, c, big, s)
+            st = _find(rows, "standard", {}, c, big, s)
             if r is None or n is None:
                 cells.append("n/a")
+                eff.append("n/a")
                 continue
+            eff.append(f"{n['latency_ms'] / st['latency_ms']:.2f}" if st else "n/a")
             e = {"op": op, "channels": c, "size": s, "batch": big, "batched_ms": r["latency_ms"],
-                 "loop_ms": n["latency_ms"], "speedup": n["latency_ms"] / r["latency_ms"], "busy": _busy(r, n)}
+                 "loop_ms": n["latency_ms"], "speedup": n["latency_ms"] / r["latency_ms"], "busy": _busy(r, n),
+                 "set": r.get("set", "resnet50"),
+                 "loop_vs_standard": n["latency_ms"] / st["latency_ms"] if st else None}
             e["meets_target"] = e["speedup"] >= TARGET_SPEEDUP
             data["expert_loop_speedup"].append(e)
             cells.append(f"{e['speedup']:.2f}x" + (" †" if e["busy"] else ""))
@@ -398,7 +416,8 @@ def findings(rows: list[dict[str, Any]], checks: list[dict[str, Any]],
         if cells and any(cell != "n/a" for cell in cells):
             summary = f"{'yes' if hits and all(hits) else 'no'} ({sum(hits)}/{len(hits)})" if hits else "no verdict"
             lines.append(f"| {op} | " + " | ".join(cells) + f" | {summary} |")
-    lines.append("")
+            loop_rows.append(f"| {op} loop / standard | " + " | ".join(eff) + " | |")
+    lines += loop_rows + [""]
     sp = [e for e in data["expert_loop_speedup"] if not e["busy"]]
     if sp:
         best, worst = max(sp, key=lambda e: e["speedup"]), min(sp, key=lambda e: e["speedup"])
@@ -409,6 +428,15 @@ def findings(rows: list[dict[str, Any]], checks: list[dict[str, Any]],
                      f"{_shape(worst['channels'], worst['size'])}) to {best['speedup']:.2f}x ({best['op']} "
                      f"{_shape(best['channels'], best['size'])})" + (f"; {left_out} busy cells (†) left out."
                                                                       if left_out else "."))
+        for name in ("resnet50", "resnet20"):
+            part = [e for e in sp if e["set"] == name]
+            if part and small:
+                lines.append(f"- At {name}'s shapes: {sum(e['meets_target'] for e in part)}/{len(part)} cells >= "
+                             f"{TARGET_SPEEDUP:.0f}x (speed-ups {min(e['speedup'] for e in part):.2f}x to "
+                             f"{max(e['speedup'] for e in part):.2f}x); the per-sample loop takes "
+                             f"{min(e['loop_vs_standard'] for e in part if e['loop_vs_standard']):.2f}x to "
+                             f"{max(e['loop_vs_standard'] for e in part if e['loop_vs_standard']):.2f}x a plain "
+                             "convolution's time.")
         slower = [e for e in sp if e["speedup"] < 1.0]
         if slower:
             lines.append("- The batched form is SLOWER than the loop at: " + "; ".join(
@@ -421,8 +449,8 @@ def findings(rows: list[dict[str, Any]], checks: list[dict[str, Any]],
     for b_ in batches:
         for c, s in shapes:
             for blocks in (2, 4, 8):
-                r = _find(rows, "tbc", {"blocks": blocks}, c, b_)
-                n = _find(rows, "tbc-naive-loop", {"blocks": blocks}, c, b_)
+                r = _find(rows, "tbc", {"blocks": blocks}, c, b_, s)
+                n = _find(rows, "tbc-naive-loop", {"blocks": blocks}, c, b_, s)
                 if r and n:
                     data["tbc_loop_speedup"].append({"blocks": blocks, "channels": c, "size": s, "batch": b_,
                                                      "speedup": n["latency_ms"] / r["latency_ms"],
@@ -465,7 +493,7 @@ def git_revision() -> str:
     try:
         rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True,
                              cwd=Path(__file__).resolve().parent).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "nasconv"], capture_output=True, text=True,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", ":/nasconv"], capture_output=True, text=True,
                                cwd=Path(__file__).resolve().parent).stdout.strip()
         return rev + (" (nasconv/ has uncommitted changes)" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
@@ -501,9 +529,10 @@ def markdown(meta: dict[str, Any], rows: list[dict[str, Any]], text: str,
         "",
         "## Results",
     ]
+    all_shapes = list(dict.fromkeys((r["channels"], r["size"]) for r in rows))
     for batch in batches:
-        for channels, size in shapes:
-            cell = [r for r in rows if r["channels"] == channels and r["batch"] == batch]
+        for channels, size in all_shapes:
+            cell = [r for r in rows if r["channels"] == channels and r["size"] == size and r["batch"] == batch]
             if not cell:
                 continue
             noisy = (f" — † timed while other processes used {cell[0]['other_cpu_cores']:.2f} cores: noisy"
@@ -593,6 +622,20 @@ def main(argv: list[str] | None = None) -> int:
                        min_time_s=min_time_s, max_repeats=2000, warmup_s=warmup_s,
                        retry_busy=retry_busy,
                        log=lambda s: print(s, flush=True))
+    for r in rows:
+        r["set"] = "resnet50"
+    expert_ops = [o for o in ("condconv", "dynconv") if o in ops]
+    if expert_ops:
+        # where a per-sample convolution is too small to keep the cores busy: ResNet-20's shapes
+        small_cases = [c for c in cases if c.op in ("standard", *expert_ops) and c.hyper == {
+            k: h.default for k, h in get_op(c.op).hyper.items()}]
+        print(f"{len(small_cases)} rows x {len(SMALL_SHAPES)} ResNet-20 shapes at batch {max(batches)}", flush=True)
+        rows2, checks2 = run(small_cases, shapes=SMALL_SHAPES, batches=(max(batches),), rounds=rounds,
+                             min_repeats=min_repeats, min_time_s=min_time_s, max_repeats=2000, warmup_s=warmup_s,
+                             retry_busy=retry_busy, log=lambda s: print(s, flush=True))
+        for r in rows2:
+            r["set"] = "resnet20"
+        rows, checks = rows + rows2, checks + checks2
     run_time = time.perf_counter() - t0
     text, data = findings(rows, checks, SHAPES, batches)
     meta = {
@@ -602,8 +645,9 @@ def main(argv: list[str] | None = None) -> int:
         "cpu": cpu_model(), "cpu_count": os.cpu_count(), "git": git_revision(),
         "load_before": load_before, "load_after": ", ".join(f"{v:.2f}" for v in os.getloadavg()),
         "other_cpu_per_cell": ", ".join(f"{_shape(c, s)} b{b} {r['other_cpu_cores']:.2f}" for c, s, b, r in (
-            (c, s, b, next(r for r in rows if r["channels"] == c and r["batch"] == b))
-            for b in batches for c, s in SHAPES if any(r["channels"] == c and r["batch"] == b for r in rows))),
+            (c, s, b, next(r for r in rows if r["channels"] == c and r["size"] == s and r["batch"] == b))
+            for b in batches for c, s in SHAPES + SMALL_SHAPES
+            if any(r["channels"] == c and r["size"] == s and r["batch"] == b for r in rows))),
         "run_time_s": run_time, "min_repeats": min_repeats, "min_time_s": min_time_s, "rounds": rounds,
         "retry_busy": retry_busy,
         "warmup_s": warmup_s, "batches": list(batches), "shapes": [list(s) for s in SHAPES],
