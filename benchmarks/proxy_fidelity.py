@@ -10,8 +10,8 @@ duplicates skipped) and each is evaluated with ``nasconv.evaluate.evaluate`` (``
   (``dataclasses.replace(TrainConfig(), **space.proxy_settings)``, as the CLI does);
 * the reference: the same proxy settings (same reduced copy, seed, optimiser and one-cycle
   schedule, stretched over the longer run) trained on ``--longer`` times as many images:
-  ``train_images = min(60000, longer x default)`` and ``epochs = ceil(longer x default images x
-  default epochs / train_images)``, validated on ``--ref-val-images`` (default: all 10,000
+  ``epochs = ceil(longer x default images x default epochs / 60000)`` and ``train_images =
+  longer x default images x default epochs / epochs`` (by default 40,000 x 2), validated on ``--ref-val-images`` (default: all 10,000
   t10k images, so that the reference's own noise is smaller);
 * ``synflow``, ``naswot``, ``grad_norm`` and ``params``: the zero-cost proxies, on the full
   untrained network (``zc_batch`` images at the proxy resolution).
@@ -134,8 +134,8 @@ def reference_train_config(proxy: TrainConfig, longer: float, *, max_train_image
                            val_images: int | None) -> TrainConfig:
     """``longer`` times the images of ``proxy``: more distinct images first, then more epochs."""
     total = longer * proxy.train_images * proxy.epochs
-    train_images = int(min(max_train_images, total))
-    epochs = max(1, math.ceil(total / train_images))
+    epochs = max(1, math.ceil(total / max_train_images))
+    train_images = int(total / epochs)  # exactly `longer` times the images seen, in as few epochs as the data allows
     return dataclasses.replace(proxy, train_images=train_images, epochs=epochs,
                                val_images=val_images if val_images is not None else proxy.val_images)
 

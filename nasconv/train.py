@@ -30,7 +30,7 @@ SCHEDULES = ("onecycle", "cosine", "constant")
 class TrainConfig:
     """How a candidate is briefly trained. Defaults: ~20 s for a reduced ResNet-50 on 2 CPU cores."""
 
-    train_images: int = 12000
+    train_images: int = 16000
     val_images: int = 2000
     epochs: int = 1
     batch_size: int = 64
