@@ -33,7 +33,6 @@ import os
 import platform
 import shlex
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -47,6 +46,7 @@ from torch import nn
 from nasconv.ops import create_op, get_op, list_ops, op_cost
 from nasconv.ops.dynamic import CondConv2d, DynamicConv2d
 from nasconv.ops.tied import TiedBlockConv2d
+from _common import OtherCpu, cpu_model, git_revision
 
 #: ResNet-50's 3x3 convolutions: (channels, height = width) of stages conv2_x .. conv5_x
 SHAPES: tuple[tuple[int, int], ...] = ((64, 56), (128, 28), (256, 14), (512, 7))
@@ -180,34 +180,6 @@ def quartiles(values: list[float]) -> tuple[float, float, float]:
         return values[0], values[0], values[0]
     q1, med, q3 = statistics.quantiles(values, n=4, method="inclusive")
     return q1, med, q3
-
-
-class OtherCpu:
-    """CPU used by OTHER processes (in cores, averaged) since the last :meth:`lap`.
-
-    Machine-wide busy time from /proc/stat minus this process's own CPU time: a direct measure
-    of how much a cell's timings competed with something else (the load average lags by minutes).
-    """
-
-    def __init__(self) -> None:
-        self._last = self._now()
-
-    @staticmethod
-    def _now() -> tuple[float, float, float] | None:
-        try:
-            fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-        except (OSError, ValueError):
-            return None
-        busy = sum(fields) - fields[3] - (fields[4] if len(fields) > 4 else 0)  # minus idle and iowait
-        own = os.times()
-        return busy / os.sysconf("SC_CLK_TCK"), own.user + own.system, time.monotonic()
-
-    def lap(self) -> float:
-        now, last = self._now(), self._last
-        self._last = now
-        if now is None or last is None or now[2] <= last[2]:
-            return float("nan")
-        return max(0.0, (now[0] - last[0]) - (now[1] - last[1])) / (now[2] - last[2])
 
 
 # --- the run --------------------------------------------------------------------------------
@@ -477,27 +449,6 @@ def findings(rows: list[dict[str, Any]], checks: list[dict[str, Any]],
 
 
 # --- output ---------------------------------------------------------------------------------
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def git_revision() -> str:
-    try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True,
-                             cwd=Path(__file__).resolve().parent).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", ":/nasconv"], capture_output=True, text=True,
-                               cwd=Path(__file__).resolve().parent).stdout.strip()
-        return rev + (" (nasconv/ has uncommitted changes)" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def markdown(meta: dict[str, Any], rows: list[dict[str, Any]], text: str,

@@ -37,7 +37,6 @@ import os
 import platform
 import random
 import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -52,6 +51,7 @@ from nasconv.evaluate import EvalConfig, evaluate
 from nasconv.proxies import ZERO_COST_PROXIES
 from nasconv.spaces import load_space
 from nasconv.train import TrainConfig, reduced_copy
+from _common import OtherCpu, cpu_model, git_revision, write_atomic as _write_atomic
 
 #: the default proxy first, then the zero-cost ones; every one is compared with REFERENCE
 PROXY_ORDER: tuple[str, ...] = ("train",) + ZERO_COST_PROXIES
@@ -182,30 +182,6 @@ def sample_archs(space_name: str, n: int, seed: int) -> list[Any]:
 
 
 # --- measurement ----------------------------------------------------------------------------
-
-
-class OtherCpu:
-    """CPU (in cores) that other processes used between two laps, from /proc/stat."""
-
-    def __init__(self) -> None:
-        self._last = self._now()
-
-    @staticmethod
-    def _now() -> tuple[float, float, float] | None:
-        try:
-            fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-        except (OSError, ValueError):
-            return None
-        busy = sum(fields) - fields[3] - (fields[4] if len(fields) > 4 else 0)  # minus idle and iowait
-        own = os.times()
-        return busy / os.sysconf("SC_CLK_TCK"), own.user + own.system, time.monotonic()
-
-    def lap(self) -> float:
-        now, last = self._now(), self._last
-        self._last = now
-        if now is None or last is None or now[2] <= last[2]:
-            return float("nan")
-        return max(0.0, (now[0] - last[0]) - (now[1] - last[1])) / (now[2] - last[2])
 
 
 def run_one(arch: Any, cfg: EvalConfig, other: OtherCpu) -> dict[str, Any]:
@@ -372,34 +348,6 @@ def markdown(meta: dict[str, Any], summary: list[dict[str, Any]], rows: list[dic
 
 
 # --- output ---------------------------------------------------------------------------------
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def git_revision() -> str:
-    try:
-        here = Path(__file__).resolve().parent
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True,
-                             cwd=here).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "nasconv"], capture_output=True, text=True,
-                               cwd=here).stdout.strip()
-        return rev + (" (nasconv/ has uncommitted changes)" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def main(argv: list[str] | None = None) -> int:

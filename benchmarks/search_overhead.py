@@ -40,7 +40,6 @@ import random
 import shlex
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -64,6 +63,7 @@ from nasconv.evaluate import EvalConfig, evaluate
 from nasconv.search import SearchConfig, SearchDriver, make_sampler, suggest_arch
 from nasconv.spaces import load_space
 from nasconv.train import TrainConfig
+from _common import cpu_model, git_revision, load_avg as _load_avg
 
 SPACE = "resnet50"
 BUDGET = "4gflops"
@@ -377,32 +377,6 @@ def profile_text(prof: dict[str, Any]) -> str:
         label = r["label"].replace("  ", "&nbsp;&nbsp;")
         lines.append(f"| {label} | {r['calls_per_trial']:.1f} | {r['ms_per_trial']:.1f} |")
     return "\n".join(lines)
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def git_revision() -> str:
-    here = Path(__file__).resolve().parent
-    try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True,
-                             cwd=here).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", ":/nasconv"], capture_output=True, text=True,
-                               cwd=here).stdout.strip()
-        return rev + (" (nasconv/ has uncommitted changes)" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def _load_avg() -> str:
-    return ", ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
 def markdown(meta: dict[str, Any], text: str) -> str:

@@ -39,7 +39,6 @@ import os
 import platform
 import shlex
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -58,6 +57,7 @@ from nasconv.evaluate import EvalConfig
 from nasconv.search import SearchConfig, run_search
 from nasconv.storage import NasconvTables
 from nasconv.train import TrainConfig
+from _common import cpu_model, git_revision, load_avg as _load_avg
 
 SPACE = "resnet50"
 BUDGET = "4gflops"
@@ -395,34 +395,8 @@ def plot(data: dict[str, Any], samplers: list[str], path: Path) -> bool:
 # --- output -------------------------------------------------------------------------------
 
 
-def _load_avg() -> str:
-    return ", ".join(f"{v:.2f}" for v in os.getloadavg())
-
-
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def git_revision() -> str:
-    here = Path(__file__).resolve().parent
-    try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True,
-                             cwd=here).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", ":/nasconv"], capture_output=True, text=True,
-                               cwd=here).stdout.strip()
-        return rev + (" (nasconv/ has uncommitted changes)" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def _distinct(runs: list[dict[str, Any]], key: str) -> list[Any]:
