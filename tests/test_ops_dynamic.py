@@ -146,3 +146,37 @@ def test_bad_hyperparameters(name, kwargs, key):
         create_op(name, 16, 16, **kwargs)
     with pytest.raises(HyperparameterError, match=rf"^{name}: {key}: "):
         op_cost(name, 16, 16, 3, 8, 8, **kwargs)
+
+
+@pytest.mark.parametrize("name,hyper", [("condconv", {"experts": 4}), ("dynconv", {"experts": 3, "temperature": 2.0})])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_training_mixed_inputs_form_matches_per_sample_kernels(name, hyper, stride):
+    """Training on many channels x small maps takes sum_k conv(a_k x, W_k) instead of building
+    per-sample kernels: same outputs and same gradients, still one convolution."""
+    torch.manual_seed(0)
+    layer = create_op(name, 16, 24, 3, stride, **hyper).train()
+    x = torch.randn(6, 16, 3, 3)
+    assert layer._mix_inputs(6, 3, 3) and not layer._mix_inputs(1, 3, 3)
+    assert not layer._mix_inputs(6, 32, 32)  # big maps keep the per-sample kernels
+
+    def run(mixed_inputs: bool):
+        layer.zero_grad()
+        xi = x.clone().requires_grad_()
+        layer._mix_inputs = (lambda *a: True) if mixed_inputs else (lambda *a: False)
+        counter = _CountConvolutions()
+        with counter:
+            y = layer(xi)
+        (y * torch.linspace(-1, 1, y.numel()).reshape(y.shape)).sum().backward()
+        del layer._mix_inputs
+        grads = [xi.grad] + [p.grad.clone() for p in layer.parameters()]
+        return y.detach(), grads, counter.calls
+
+    y_mix, g_mix, calls = run(True)
+    y_ref, g_ref, _ = run(False)
+    assert calls == 1
+    torch.testing.assert_close(y_mix, y_ref, rtol=1e-4, atol=1e-5)
+    for a, b in zip(g_mix, g_ref):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    with torch.no_grad():  # inference never takes it: the declared cost is the per-sample-kernel form's
+        assert not layer._mix_inputs(6, 3, 3)
+    assert not layer.eval()._mix_inputs(6, 3, 3)
