@@ -37,6 +37,7 @@ import os
 import platform
 import random
 import shlex
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -241,7 +242,8 @@ def _f(v: float | None, fmt: str = ".2f") -> str:
     return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, fmt)
 
 
-def findings(summary: list[dict[str, Any]], rows: list[dict[str, Any]]) -> list[str]:
+def findings(summary: list[dict[str, Any]], rows: list[dict[str, Any]],
+             ref_val_images: dict[str, int] | None = None) -> list[str]:
     lines = []
     for space in dict.fromkeys(s["space"] for s in summary):
         ss = [s for s in summary if s["space"] == space and s["proxy"] != REFERENCE and "spearman_rho" in s]
@@ -264,8 +266,18 @@ def findings(summary: list[dict[str, Any]], rows: list[dict[str, Any]]) -> list[
         accs = [r["results"][REFERENCE]["accuracy"] for r in rows if r["space"] == space and REFERENCE in r["results"]]
         div = [r["arch_hash"] for r in rows if r["space"] == space
                and any(v.get("diverged") for v in r["results"].values())]
+        n_val = (ref_val_images or {}).get(space)
+        noise = ""
+        if n_val and accs:
+            # the reference's own measurement noise: binomial standard error of one accuracy
+            p = statistics.fmean(accs)
+            se = math.sqrt(p * (1 - p) / n_val)
+            noise = (f"; one reference accuracy on {n_val} images has a standard error of {100 * se:.2f} points, so "
+                     f"the range is {(max(accs) - min(accs)) / se:.1f} standard errors"
+                     + (" — too narrow for the reference itself to rank these architectures reliably, which caps "
+                        "any proxy's rho" if (max(accs) - min(accs)) < 4 * se else ""))
         lines.append(f"  Reference accuracies span {min(accs):.4f} to {max(accs):.4f} (range "
-                     f"{100 * (max(accs) - min(accs)):.1f} points)"
+                     f"{100 * (max(accs) - min(accs)):.1f} points{noise})"
                      + (f"; diverged runs (accuracy 0): {', '.join(div)}" if div else "") + ".")
     return lines
 
@@ -311,7 +323,8 @@ def markdown(meta: dict[str, Any], summary: list[dict[str, Any]], rows: list[dic
         "",
         "## Findings",
         "",
-        *findings(summary, rows),
+        *findings(summary, rows, {space: st[REFERENCE]["train"]["val_images"]
+                                  for space, st in meta["settings"].items()}),
         "",
         "## Summary",
         "",

@@ -21,10 +21,26 @@ def load_study(name: str, storage_url: str) -> tuple[optuna.Study, NasconvTables
     return optuna.load_study(study_name=name, storage=storage), tables
 
 
+def first_per_architecture(trials: list[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTrial]:
+    """The trials in number order, an architecture once: a repeat (served from the evaluation
+    cache, with the first one's values) would list the same network twice on a front."""
+    seen: set[str] = set()
+    out = []
+    for t in sorted(trials, key=lambda t: t.number):
+        h = t.user_attrs.get("arch_hash")
+        if h is not None and h in seen:
+            continue
+        if h is not None:
+            seen.add(h)
+        out.append(t)
+    return out
+
+
 def study_front(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    """Feasible, evaluated, Pareto-optimal trials (Optuna's best_trials honours constraints)."""
-    return sorted((t for t in study.best_trials if t.user_attrs.get("status") in ("evaluated", "cached")),
-                  key=lambda t: t.number)
+    """Feasible, evaluated, Pareto-optimal trials (Optuna's best_trials honours constraints),
+    one per architecture."""
+    return first_per_architecture(
+        [t for t in study.best_trials if t.user_attrs.get("status") in ("evaluated", "cached")])
 
 
 def study_summary(study: optuna.Study, tables: NasconvTables) -> dict[str, Any]:

@@ -35,6 +35,7 @@ from nasconv.budget import Budget, check_feasible, format_count, parse_budget
 from nasconv.cost import estimate_cost
 from nasconv.errors import BudgetError, NasconvError, StorageError, UnknownNameError, UsageError
 from nasconv.evaluate import EvalConfig, evaluate
+from nasconv.pareto import first_per_architecture
 from nasconv.runners import fault_point
 from nasconv.spaces import SearchSpace, load_space
 from nasconv.storage import (DEFAULT_STORAGE, GRACE_PERIOD_S, HEARTBEAT_INTERVAL_S, FrontSnapshot, NasconvTables,
@@ -527,9 +528,9 @@ class SearchDriver:
         from one read of the study's complete trials, passed in when the caller has them) and
         its hypervolume."""
         complete = self._complete_trials() if complete is None else complete
-        front = [t for t in _get_pareto_front_trials_by_trials(
+        front = first_per_architecture([t for t in _get_pareto_front_trials_by_trials(
                  complete, self.study.directions, consider_constraint=_is_constrained_optimization(complete))
-                 if t.user_attrs.get("status") in ("evaluated", "cached")]
+                 if t.user_attrs.get("status") in ("evaluated", "cached")])
         if not front:
             return [], 0.0
         if self.hv_ref is None:

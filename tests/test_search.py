@@ -87,6 +87,28 @@ def test_repeated_architecture_comes_from_the_cache(tmp_path):
     assert "cached" in statuses and "evaluated" not in statuses
 
 
+def test_front_lists_an_architecture_once(tmp_path):
+    """A repeat of a front architecture (cached, same values) is on Optuna's front too; nasconv's
+    front, its snapshots and `pareto` list the network once, under its first trial."""
+    from nasconv.pareto import load_study, study_front
+
+    cfg = _cfg(tmp_path)
+    first = run_search(cfg)
+    top = first.front[0]
+    study = _study(cfg)
+    study.enqueue_trial(study.trials[top["trial"]].params)
+    res = run_search(_cfg(tmp_path, trials=9))
+    repeat = _study(cfg).trials[-1]
+    assert repeat.user_attrs["status"] == "cached" and repeat.user_attrs["arch_hash"] == top["arch_hash"]
+    assert repeat.number in {t.number for t in _study(cfg).best_trials}  # Optuna's front has it twice
+    hashes = [f["arch_hash"] for f in res.front]
+    assert len(hashes) == len(set(hashes)) and top["trial"] in [f["trial"] for f in res.front]
+    assert repeat.number not in NasconvTables(cfg.storage).snapshots("resnet20-30mflops")[-1].front_trials
+    loaded, tables = load_study("resnet20-30mflops", cfg.storage)
+    assert [t.number for t in study_front(loaded)] == [f["trial"] for f in res.front]
+    tables.dispose()
+
+
 def _flaky(arch, config):
     if arch.arch_hash[-1] in "0123":  # about a quarter of the architectures
         raise RuntimeError(f"simulated worker failure on {arch.arch_hash}")
