@@ -189,6 +189,10 @@ def ray_cluster():
 # --- searches in a separate process, and what must hold afterwards -----------------------------
 
 
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
 class SearchCLI:
     """``nasconv search`` as its own process, with settings that make an evaluation quick
     (resnet20, synflow on synthetic data at 16 px, no latency; ``slow=True``: naswot at 64 px,
@@ -218,8 +222,11 @@ class SearchCLI:
         env = dict(env or self.env())
         if slow:  # every evaluation takes at least 2 s, however fast the machine
             env.setdefault("NASCONV_TEST_DELAY", "during_eval:2")
+        # As from a terminal: SIGINT at its default even when this test run was started in the
+        # background (`cmd &` in a non-interactive shell ignores SIGINT, and children inherit it).
         return subprocess.Popen(self.cmd(storage, trials, study=study, extra=extra, slow=slow), cwd=self.tmp,
-                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                preexec_fn=_default_sigint)
 
     def run(self, storage: str, trials: int, *, timeout: float = 300, **kw) -> subprocess.CompletedProcess:
         p = self.start(storage, trials, **kw)
