@@ -38,7 +38,6 @@ import os
 import platform
 import random
 import shlex
-import sqlite3
 import statistics
 import sys
 import tempfile

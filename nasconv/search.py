@@ -333,7 +333,7 @@ class SearchDriver:
         self.counts = {"failed": 0, "rejected": 0, "cached": 0}
         self.last_front: list[optuna.trial.FrozenTrial] = []
         self.last_hv = 0.0
-        self.last_evaluated: int | None = None  # evaluated trials as the last snapshot counted them
+        self.last_evaluated: int | None = None  # set by snapshot(), taken by _take_evaluated()
 
     # --- setup ----------------------------------------------------------------------------
     def _check_config(self) -> None:
@@ -480,6 +480,12 @@ class SearchDriver:
     def evaluated_count(self) -> int:
         return self._evaluated_in(self._complete_trials())
 
+    def _take_evaluated(self) -> int:
+        """The evaluated count as the snapshot taken since the last call read it (saves reading
+        the study again on the hot path), else read afresh."""
+        n, self.last_evaluated = self.last_evaluated, None
+        return self.evaluated_count() if n is None else n
+
     # --- objective values -----------------------------------------------------------------
     def _values(self, metrics: dict[str, Any]) -> list[float] | None:
         vals = []
@@ -625,7 +631,6 @@ class SearchDriver:
                 # Ask while there is room: never more in flight than workers, nor more trials
                 # waiting than are left to evaluate.
                 while runner.in_flight < runner.capacity and evaluated + self._pending() < self.cfg.trials:
-                    self.last_evaluated = None
                     with critical():
                         outcome = self._ask_one(runner)
                     if outcome == "rejected":
@@ -638,17 +643,16 @@ class SearchDriver:
                         continue
                     rejected_in_a_row = 0
                     if outcome == "cached":
-                        evaluated = self.evaluated_count() if self.last_evaluated is None else self.last_evaluated
+                        evaluated = self._take_evaluated()
                         show("cached")
                 if runner.in_flight == 0 and evaluated >= self.cfg.trials:
                     break
                 done = runner.wait(timeout=0.5)  # an inline evaluation runs here: interruptible
-                self.last_evaluated = None
                 with critical():
                     for key, metrics, error in done:
                         self._finish(key, metrics, error)
-                if done:  # the count the last snapshot read, else a fresh one
-                    evaluated = self.evaluated_count() if self.last_evaluated is None else self.last_evaluated
+                if done:
+                    evaluated = self._take_evaluated()
                 for key, metrics, error in done:
                     show("error" if error else "done")
                     if self.counts["failed"] > max_fail:
