@@ -46,7 +46,7 @@ from torch import nn
 from nasconv.ops import create_op, get_op, list_ops, op_cost
 from nasconv.ops.dynamic import CondConv2d, DynamicConv2d
 from nasconv.ops.tied import TiedBlockConv2d
-from _common import OtherCpu, cpu_model, git_revision
+from _common import OtherCpu, cpu_model, git_revision, keep_freed_memory
 
 #: ResNet-50's 3x3 convolutions: (channels, height = width) of stages conv2_x .. conv5_x
 SHAPES: tuple[tuple[int, int], ...] = ((64, 56), (128, 28), (256, 14), (512, 7))
@@ -467,7 +467,8 @@ def markdown(meta: dict[str, Any], rows: list[dict[str, Any]], text: str,
         f"- timing: eval mode, torch.inference_mode, warm-up >= 2 runs and {meta['warmup_s']} s, then >= "
         f"{meta['min_repeats']} timed runs and >= {meta['min_time_s']} s per cell in {meta['rounds']} interleaved "
         f"round(s); latency = median, IQR = q3 - q1 (ms); a cell is re-timed up to {meta['retry_busy']} time(s) when "
-        f"other processes used > {OTHER_CPU_WARN} of a core meanwhile (the cleanest try is kept)",
+        f"other processes used > {OTHER_CPU_WARN} of a core meanwhile (the cleanest try is kept); "
+        f"memory: {meta.get('allocator', 'malloc as the platform sets it')}",
         "- params and MACs: analytic (`op_cost`), per image; the kernel is 3x3, c_in = c_out, stride 1",
         "- vs standard = latency / standard's latency at the same shape and batch; MAC efficiency = "
         "(standard latency x op MACs / standard MACs) / op latency (1.0 = as fast per MAC as a plain conv)",
@@ -564,6 +565,7 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = Path(args.out) if args.out else (None if args.quick else Path(__file__).resolve().parent / "results")
 
     torch.set_num_threads(args.threads)
+    allocator = keep_freed_memory()
     cases = build_cases(ops)
     load_before = ", ".join(f"{v:.2f}" for v in os.getloadavg())
     print(f"{len(cases)} rows x {len(SHAPES)} shapes x {len(batches)} batches on {torch.get_num_threads()} "
@@ -593,7 +595,7 @@ def main(argv: list[str] | None = None) -> int:
         "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "command": "python benchmarks/ops_latency.py" + ("" if not sys.argv[1:] else " " + shlex.join(sys.argv[1:])),
         "torch": torch.__version__, "python": platform.python_version(), "threads": torch.get_num_threads(),
-        "cpu": cpu_model(), "cpu_count": os.cpu_count(), "git": git_revision(),
+        "allocator": allocator, "cpu": cpu_model(), "cpu_count": os.cpu_count(), "git": git_revision(),
         "load_before": load_before, "load_after": ", ".join(f"{v:.2f}" for v in os.getloadavg()),
         "other_cpu_per_cell": ", ".join(f"{_shape(c, s)} b{b} {r['other_cpu_cores']:.2f}" for c, s, b, r in (
             (c, s, b, next(r for r in rows if r["channels"] == c and r["size"] == s and r["batch"] == b))

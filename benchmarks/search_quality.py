@@ -1,8 +1,9 @@
 """Search quality: hypervolume after N evaluated trials for nsga2, tpe and random, several seeds each.
 
-    python benchmarks/search_quality.py [--trials 60] [--seeds 3] [--samplers nsga2,tpe,random]
-        [--storage sqlite:////tmp/nasconv-bench-quality.db] [--phase 20] [--deadline-min 70]
-        [--latency-resolution PX] [--retest 12] [--report-only] [--out DIR]
+    python benchmarks/search_quality.py [--space resnet50] [--budget 4gflops] [--trials 60] [--seeds 3]
+        [--samplers nsga2,tpe,random] [--storage sqlite:////tmp/nasconv-bench-quality.db] [--phase 20]
+        [--deadline-min 70] [--latency-resolution PX] [--retest 12] [--signal-archs 8] [--signal-seeds 4]
+        [--report-only] [--out DIR]
 
 Every sampler x seed is its own study (``q-<sampler>-s<seed>``) on ``resnet50`` at ``4gflops``,
 objectives accuracy (the ``synflow`` zero-cost score, maximised) and latency (measured, ms,
@@ -26,8 +27,13 @@ the ideal point (best score, best latency over all studies), so 1.0 would be a s
 best at both. The study's own final snapshot hypervolume (its own reference point, not
 comparable across studies) is reported beside it.
 
-Writes ``search_quality.md``, ``search_quality.json`` and ``search_quality.png`` to ``--out``
-(default benchmarks/results).
+After the searches: ``--retest`` architectures are measured again (how repeatable was the
+latency objective?) and ``--signal-archs`` architectures are scored again under
+``--signal-seeds`` initialisation seeds (how much of the score is the architecture?).
+
+``--space``/``--budget`` run another setting beside the issue's (its own storage and files).
+Writes ``search_quality[-<space>-<budget>].md``, ``.json`` and ``.png`` to ``--out`` (default
+benchmarks/results).
 """
 
 from __future__ import annotations
@@ -59,6 +65,7 @@ from nasconv.storage import NasconvTables
 from nasconv.train import TrainConfig
 from _common import cpu_model, git_revision, load_avg as _load_avg
 
+#: the issue's setting; --space/--budget run another one beside it (own storage and report files)
 SPACE = "resnet50"
 BUDGET = "4gflops"
 OBJECTIVES = ("accuracy", "latency")
@@ -71,6 +78,15 @@ def eval_config(latency_resolution: int | None) -> EvalConfig:
 
 
 DEFAULT_STORAGE = "sqlite:////tmp/nasconv-bench-quality.db"
+
+
+def setting_tag(space: str, budget: str) -> str:
+    """'' for the issue's setting, '-<space>-<budget>' for another (file and storage names)."""
+    return "" if (space, budget) == (SPACE, BUDGET) else f"-{space}-{budget}"
+
+
+def default_storage(space: str, budget: str) -> str:
+    return DEFAULT_STORAGE.removesuffix(".db") + setting_tag(space, budget) + ".db"
 CURVE_STEP = 10
 
 
@@ -100,8 +116,8 @@ def _evaluated(study: optuna.Study | None) -> list[optuna.trial.FrozenTrial]:
 # --- running ------------------------------------------------------------------------------
 
 
-def run_all(samplers: list[str], seeds: int, trials: int, phase: int, storage: str, deadline_s: float,
-            log_path: Path, ev: EvalConfig, command: str) -> list[dict[str, Any]]:
+def run_all(space: str, budget: str, samplers: list[str], seeds: int, trials: int, phase: int, storage: str,
+            deadline_s: float, log_path: Path, ev: EvalConfig, command: str) -> list[dict[str, Any]]:
     """Grow every study to each phase target in turn; one JSON line per run in ``log_path``."""
     runs = []
     t_start = time.monotonic()
@@ -119,7 +135,7 @@ def run_all(samplers: list[str], seeds: int, trials: int, phase: int, storage: s
                     print(f"deadline reached after {elapsed / 60:.0f} min: not growing {name} to {target}", flush=True)
                     return runs
                 n_trials = len(study.trials) if study is not None else 0
-                cfg = SearchConfig(space=SPACE, budget=BUDGET, trials=target, sampler=sampler, objectives=OBJECTIVES,
+                cfg = SearchConfig(space=space, budget=budget, trials=target, sampler=sampler, objectives=OBJECTIVES,
                                    seed=resume_seed(seed, n_trials), storage=storage, study_name=name, eval=ev,
                                    runner="inline", cpus_per_worker=2, evaluate_baseline=True, progress=True)
                 cache_before = NasconvTables(storage).cache_size() if study is not None else None
@@ -239,15 +255,10 @@ def _front_indices(losses: np.ndarray) -> list[int]:
     return out
 
 
-def latency_retest(storage: str, samplers: list[str], seeds: int, n: int) -> dict[str, Any] | None:
-    """Measure ``n`` evaluated architectures' latency again (spread over the stored latencies), as
-    ``evaluate`` does: how repeatable is the objective the samplers optimise on this machine?"""
-    from nasconv.arch import ArchSpec
-    from nasconv.build import build_model
-    from nasconv.profile import measure_latency
-
-    if n < 2:
-        return None
+def _spread_picks(storage: str, samplers: list[str], seeds: int, attr: str,
+                  n: int) -> tuple[list[tuple[dict[str, Any], float]], dict[str, Any]]:
+    """``n`` distinct evaluated architectures spread evenly over their stored ``attr`` values, as
+    (arch dict, stored value), and the studies' evaluation settings."""
     seen: dict[str, tuple[dict[str, Any], float]] = {}
     ev: dict[str, Any] = {}
     for sampler in samplers:
@@ -255,11 +266,23 @@ def latency_retest(storage: str, samplers: list[str], seeds: int, n: int) -> dic
             study = _load(study_name(sampler, seed), storage)
             ev = ev or (study.user_attrs.get("eval_config") if study else None) or {}
             for t in _evaluated(study):
-                seen.setdefault(t.user_attrs["arch_hash"], (t.user_attrs["arch"], float(t.user_attrs["latency_ms"])))
-    if len(seen) < 2:
-        return None
+                seen.setdefault(t.user_attrs["arch_hash"], (t.user_attrs["arch"], float(t.user_attrs[attr])))
+    if n < 2 or len(seen) < 2:
+        return [], ev
     ordered = sorted(seen.values(), key=lambda v: v[1])
-    picks = [ordered[round(i * (len(ordered) - 1) / (n - 1))] for i in range(min(n, len(ordered)))]
+    return [ordered[round(i * (len(ordered) - 1) / (n - 1))] for i in range(min(n, len(ordered)))], ev
+
+
+def latency_retest(storage: str, samplers: list[str], seeds: int, n: int) -> dict[str, Any] | None:
+    """Measure ``n`` evaluated architectures' latency again (spread over the stored latencies), as
+    ``evaluate`` does: how repeatable is the objective the samplers optimise on this machine?"""
+    from nasconv.arch import ArchSpec
+    from nasconv.build import build_model
+    from nasconv.profile import measure_latency
+
+    picks, ev = _spread_picks(storage, samplers, seeds, "latency_ms", n)
+    if not picks:
+        return None
     rows = []
     for arch_dict, stored in picks:
         arch = ArchSpec.from_dict(arch_dict)
@@ -275,6 +298,42 @@ def latency_retest(storage: str, samplers: list[str], seeds: int, n: int) -> dic
     rel = np.abs(b / a - 1.0)
     return {"n": len(rows), "spearman": rho, "median_abs_rel_diff": float(np.median(rel)),
             "max_abs_rel_diff": float(rel.max()), "rows": rows}
+
+
+def score_signal(storage: str, samplers: list[str], seeds: int, n_archs: int, n_seeds: int) -> dict[str, Any] | None:
+    """Is the score objective a property of the architecture? Score ``n_archs`` evaluated
+    architectures (spread over the stored scores) again under ``n_seeds`` initialisation seeds and
+    split the variance: between architectures vs between seeds of one architecture.
+
+    A zero-cost score is computed on one random initialisation; if another seed moves it as much
+    as another architecture does, a sampler has nothing to learn from it and every sampler's
+    front on that axis is luck.
+    """
+    from dataclasses import replace
+
+    from nasconv.arch import ArchSpec
+    from nasconv.evaluate import evaluate
+
+    picks, ev = _spread_picks(storage, samplers, seeds, "score", n_archs)
+    if not picks or n_seeds < 2:
+        return None
+    cfg = replace(EvalConfig.from_dict(ev), latency=False)
+    rows = []
+    for arch_dict, stored in picks:
+        arch = ArchSpec.from_dict(arch_dict)
+        scores = [float(evaluate(arch, replace(cfg, train=replace(cfg.train, seed=cfg.train.seed + k)))["score"])
+                  for k in range(n_seeds)]
+        rows.append({"ops": arch.ops_label(), "stored": stored, "scores": scores})
+    x = np.array([r["scores"] for r in rows])  # archs x seeds
+    k = x.shape[1]
+    msb = k * x.mean(axis=1).var(ddof=1)  # one-way ANOVA, architecture as the factor
+    msw = x.var(axis=1, ddof=1).mean()
+    icc = float((msb - msw) / (msb + (k - 1) * msw)) if msb + (k - 1) * msw > 0 else float("nan")
+    rank = lambda v: np.argsort(np.argsort(v))  # noqa: E731
+    rho = float(np.corrcoef(rank(x[:, 0]), rank(x[:, 1:].mean(axis=1)))[0, 1])
+    return {"n_archs": len(rows), "n_seeds": k, "icc": icc, "spearman_seed0_vs_rest": rho,
+            "sd_between_arch_means": float(x.mean(axis=1).std(ddof=1)),
+            "sd_within_arch": float(np.sqrt(msw)), "rows": rows}
 
 
 # --- report -------------------------------------------------------------------------------
@@ -369,7 +428,7 @@ def retest_text(r: dict[str, Any]) -> str:
              "values, so the lowest and highest of them are the measurements with the most luck in them (a sampler "
              "keeps the lucky low ones on its front); a low correlation means the latency objective was mostly "
              "machine noise during the searches.", "",
-             "| architecture (op per stage, stages 1/2/3/4) | stored ms | again ms | load (1/5/15) |",
+             "| architecture (op per stage) | stored ms | again ms | load (1/5/15) |",
              "|---|---:|---:|---|"]
     for row in r["rows"]:
         lines.append(f"| {row['ops'].replace('|', '/')} | {row['stored_ms']:.1f} | {row['again_ms']:.1f} | "
@@ -377,7 +436,23 @@ def retest_text(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def plot(data: dict[str, Any], samplers: list[str], path: Path) -> bool:
+def signal_text(r: dict[str, Any]) -> str:
+    lines = [f"### Score signal: {r['n_archs']} evaluated architectures (spread over the stored scores) scored again "
+             f"under {r['n_seeds']} initialisation seeds", "",
+             f"Share of the score's variance that is the architecture (intraclass correlation, one-way ANOVA): "
+             f"**{r['icc']:.2f}** (1 = the score is a property of the architecture, 0 = it is initialisation noise). "
+             f"SD of one architecture's score over seeds {r['sd_within_arch']:.4f}; SD between the architectures' "
+             f"mean scores {r['sd_between_arch_means']:.4f}. Rank correlation of the seed-{0} score (what a search "
+             f"sees) with the mean of the other seeds: {r['spearman_seed0_vs_rest']:.2f}. A sampler can only learn "
+             "the part of an objective that the architecture decides.", "",
+             "| architecture (op per stage) | stored | score per seed |", "|---|---:|---|"]
+    for row in r["rows"]:
+        lines.append(f"| {row['ops'].replace('|', '/')} | {row['stored']:.4f} | "
+                     f"{', '.join(f'{v:.4f}' for v in row['scores'])} |")
+    return "\n".join(lines)
+
+
+def plot(data: dict[str, Any], samplers: list[str], path: Path, title: str) -> bool:
     try:
         import matplotlib
 
@@ -391,7 +466,7 @@ def plot(data: dict[str, Any], samplers: list[str], path: Path) -> bool:
         ax.plot(ks, [data[s]["curve"][k] for k in ks], marker="o", label=s)
     ax.set_xlabel("evaluated trials")
     ax.set_ylabel("normalised hypervolume (mean over seeds)")
-    ax.set_title(f"{SPACE} at {BUDGET}: synflow score vs measured latency")
+    ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -439,12 +514,12 @@ def markdown(meta: dict[str, Any], an: dict[str, Any], text: str, png: bool) -> 
         f"at the end of each run (study@trials): {meta['load_per_run']}",
         f"- nasconv revision during the searches: {', '.join(_distinct(meta['all_runs'], 'git'))}; at the report: "
         f"{meta['git']}",
-        f"- space `{SPACE}`, budget `{BUDGET}`, objectives: synflow score (max) and measured latency (min); "
+        f"- space `{meta['space']}`, budget `{meta['budget']}`, objectives: synflow score (max) and measured latency (min); "
         f"{meta['trials_target']} evaluated trials per study targeted, {an['common_n']} reached by every study; "
         f"studies grown in phases of {', '.join(map(str, _distinct(meta['all_runs'], 'phase')))} evaluated trials",
         f"- evaluation (as stored with the studies): synflow on the full untrained network at "
-        f"{ev.get('train', {}).get('resolution')} px; latency at {ev.get('latency_resolution') or 224} px (the space's "
-        f"resolution is 224), batch {ev.get('latency_batch')}, eval mode, >= 10 timed runs after 3 warm-up runs (cap "
+        f"{ev.get('train', {}).get('resolution')} px; latency at {ev.get('latency_resolution') or meta['resolution']} px (the "
+        f"space's resolution is {meta['resolution']}), batch {ev.get('latency_batch')}, eval mode, >= 10 timed runs after 3 warm-up runs (cap "
         f"{ev.get('latency_max_time_s')} s once 10 are in), torch threads {ev.get('threads')}; storage "
         f"`{meta['storage']}` shared by all studies, so the evaluation cache is shared: an "
         "architecture is evaluated once and then has the same score and latency in every study (fairer: latency "
@@ -471,7 +546,7 @@ def markdown(meta: dict[str, Any], an: dict[str, Any], text: str, png: bool) -> 
         "",
     ]
     if png:
-        out += ["![hypervolume vs trials](search_quality.png)", ""]
+        out += [f"![hypervolume vs trials]({meta['stem']}.png)", ""]
     out += ["### Runs", "", "| study | from -> to | wall s | cached | rejected | load (1/5/15) |",
             "|---|---|---:|---:|---:|---|"]
     for r in meta["all_runs"]:
@@ -486,14 +561,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trials", type=int, default=60, help="evaluated trials per study (default 60)")
     parser.add_argument("--seeds", type=int, default=3, help="seeds per sampler (default 3)")
     parser.add_argument("--samplers", default=",".join(SAMPLERS), help="comma-separated (default nsga2,tpe,random)")
-    parser.add_argument("--storage", default=DEFAULT_STORAGE, help=f"shared storage (default {DEFAULT_STORAGE})")
+    parser.add_argument("--space", default=SPACE, help=f"search space (default {SPACE}, the issue's setting)")
+    parser.add_argument("--budget", default=BUDGET, help=f"budget (default {BUDGET})")
+    parser.add_argument("--storage", default=None,
+                        help=f"shared storage (default {DEFAULT_STORAGE}; another space or budget: "
+                             "nasconv-bench-quality-<space>-<budget>.db beside it)")
     parser.add_argument("--phase", type=int, default=20, help="grow all studies by this many trials at a time")
     parser.add_argument("--deadline-min", type=float, default=float("inf"),
                         help="start no new run after this many minutes (the report covers what is there)")
     parser.add_argument("--latency-resolution", type=int, default=None,
-                        help="latency input size in px (default: the space's, 224)")
+                        help="latency input size in px (default: the space's)")
     parser.add_argument("--retest", type=int, default=12,
                         help="architectures whose latency is measured again for the report (default 12; 0: none)")
+    parser.add_argument("--signal-archs", type=int, default=8,
+                        help="architectures whose score is computed again under other seeds (default 8; 0: none)")
+    parser.add_argument("--signal-seeds", type=int, default=4, help="seeds per architecture for that (default 4)")
     parser.add_argument("--report-only", action="store_true", help="analyse the storage, run nothing (the latency retest stored in the output JSON is kept)")
     parser.add_argument("--out", default=None, help="output folder (default benchmarks/results)")
     args = parser.parse_args(argv)
@@ -504,33 +586,40 @@ def main(argv: list[str] | None = None) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(2)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    db = args.storage.removeprefix("sqlite:///")
-    log_path = (Path(db + ".runs.jsonl") if args.storage.startswith("sqlite:///")
-                else out_dir / "search_quality.runs.jsonl")
+    from nasconv.spaces import load_space
+
+    stem = "search_quality" + setting_tag(args.space, args.budget)
+    storage = args.storage or default_storage(args.space, args.budget)
+    db = storage.removeprefix("sqlite:///")
+    log_path = Path(db + ".runs.jsonl") if storage.startswith("sqlite:///") else out_dir / f"{stem}.runs.jsonl"
 
     command = "python benchmarks/search_quality.py" + ("" if not sys.argv[1:] else " " + shlex.join(sys.argv[1:]))
     load_before = _load_avg()
     t0 = time.perf_counter()
-    runs = [] if args.report_only else run_all(samplers, args.seeds, args.trials, args.phase, args.storage,
-                                               args.deadline_min * 60, log_path,
+    runs = [] if args.report_only else run_all(args.space, args.budget, samplers, args.seeds, args.trials,
+                                               args.phase, storage, args.deadline_min * 60, log_path,
                                                eval_config(args.latency_resolution), command)
     search_wall = time.perf_counter() - t0
     all_runs = [json.loads(line) for line in log_path.read_text().splitlines()] if log_path.exists() else runs
-    an = analyse(samplers, args.seeds, args.storage)
+    an = analyse(samplers, args.seeds, storage)
     text, data = summarise(an, samplers, args.seeds)
-    png = plot(data, samplers, out_dir / "search_quality.png")
-    saved = out_dir / "search_quality.json"
-    if args.report_only and saved.exists() and json.loads(saved.read_text()).get("latency_retest"):
-        # a report rewritten later (perhaps on a busy machine) keeps the retest taken after the searches
-        retest = json.loads(saved.read_text())["latency_retest"]
-    else:
-        retest = latency_retest(args.storage, samplers, args.seeds, args.retest)
+    png = plot(data, samplers, out_dir / f"{stem}.png",
+               f"{args.space} at {args.budget}: synflow score vs measured latency")
+    saved = out_dir / f"{stem}.json"
+    old = json.loads(saved.read_text()) if args.report_only and saved.exists() else {}
+    # a report rewritten later (perhaps on a busy machine) keeps the measurements taken after the searches
+    retest = old.get("latency_retest") or latency_retest(storage, samplers, args.seeds, args.retest)
+    signal = old.get("score_signal") or score_signal(storage, samplers, args.seeds, args.signal_archs,
+                                                     args.signal_seeds)
+    if signal:
+        text += "\n\n" + signal_text(signal)
     if retest:
         text += "\n\n" + retest_text(retest)
     meta = {
         "date": _now(), "command": command,
         "torch": torch.__version__, "optuna": optuna.__version__, "python": platform.python_version(),
-        "cpu": cpu_model(), "cpu_count": os.cpu_count(), "git": git_revision(), "storage": args.storage,
+        "cpu": cpu_model(), "cpu_count": os.cpu_count(), "git": git_revision(), "storage": storage,
+        "space": args.space, "budget": args.budget, "resolution": load_space(args.space).resolution, "stem": stem,
         "load_before": load_before, "load_after": _load_avg(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         "load_per_run": "; ".join(f"{r['study']}@{r['to']}: {r['load'].split(',')[0]}" for r in all_runs) or "n/a",
         "search_wall_s": search_wall, "all_runs_wall_s": sum(r["wall_s"] for r in all_runs),
@@ -538,11 +627,10 @@ def main(argv: list[str] | None = None) -> int:
         "runs": runs, "all_runs": all_runs, "eval_config": an["eval_config"],
     }
     print("\n" + text)
-    (out_dir / "search_quality.md").write_text(markdown(meta, an, text, png))
-    (out_dir / "search_quality.json").write_text(json.dumps({"meta": meta, "analysis": an, "summary": data,
-                                                             "latency_retest": retest},
-                                                            indent=1, default=str) + "\n")
-    print(f"wrote {out_dir / 'search_quality.md'} and .json" + (" and .png" if png else ""))
+    (out_dir / f"{stem}.md").write_text(markdown(meta, an, text, png))
+    saved.write_text(json.dumps({"meta": meta, "analysis": an, "summary": data, "latency_retest": retest,
+                                 "score_signal": signal}, indent=1, default=str) + "\n")
+    print(f"wrote {out_dir / stem}.md and .json" + (" and .png" if png else ""))
     return 0
 
 

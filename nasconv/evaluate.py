@@ -69,15 +69,18 @@ class EvalConfig:
     def settings_key(self) -> str:
         """Hash of what makes two evaluations of one architecture interchangeable.
 
-        Data, proxy and its settings, device kind and latency settings; not the thread count or
-        where the data was read from.
+        Data, proxy and its settings (for a zero-cost proxy: the seed and input size, not the
+        training schedule), device kind and latency settings; not the thread count or where the
+        data was read from.
         """
         d = self.to_dict()
         for k in ("data_dir", "threads", "latency_max_time_s"):
             d.pop(k)
         d["device"] = resolve_device_kind(self.device)
         if self.proxy != "train":
-            d.pop("train")
+            # a zero-cost score depends on the initialisation (seed) and the input size, not on
+            # the training schedule
+            d["train"] = {"seed": self.train.seed, "resolution": self.train.resolution}
         else:
             d.pop("zc_batch")
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]

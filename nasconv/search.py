@@ -124,16 +124,43 @@ def default_study_name(space: SearchSpace, budget: Budget) -> str:
 # --- parameters <-> architectures -----------------------------------------------------------
 
 
-def suggest_arch(trial: optuna.trial.Trial, space: SearchSpace) -> ArchSpec:
-    """One categorical per stage for the operator (and for depth/width when searchable)."""
+def suggest_arch(trial: optuna.trial.Trial, space: SearchSpace, *, ordinal: bool = True) -> ArchSpec:
+    """One categorical per stage for the operator, and depth/width where the stage searches them.
+
+    With ``ordinal``, a depth or width whose choices are evenly spaced integers is an integer
+    parameter (``suggest_int`` with that step), so that TPE, GP and NSGA-II's crossover see that
+    3 lies between 2 and 4; otherwise (and in a study begun with categorical depths/widths, see
+    :func:`ordinal_params`) a categorical.
+    """
     choices = []
     for i, st in enumerate(space.stages):
         by_label = {op.label(): op for op in st.ops}
         op = by_label[trial.suggest_categorical(f"s{i}_op", list(by_label))]
-        depth = trial.suggest_categorical(f"s{i}_depth", list(st.depths)) if len(st.depths) > 1 else st.depths[0]
-        width = trial.suggest_categorical(f"s{i}_width", list(st.widths)) if len(st.widths) > 1 else st.widths[0]
+        depth = _suggest_level(trial, f"s{i}_depth", st.depths, ordinal)
+        width = _suggest_level(trial, f"s{i}_width", st.widths, ordinal)
         choices.append((op, depth, width))
     return space.make_arch(choices)
+
+
+def _suggest_level(trial: optuna.trial.Trial, name: str, values: tuple[int, ...], ordinal: bool) -> int:
+    if len(values) == 1:
+        return values[0]
+    vs = sorted(values)
+    step = vs[1] - vs[0]
+    if ordinal and step > 0 and all(b - a == step for a, b in zip(vs, vs[1:])):
+        return trial.suggest_int(name, vs[0], vs[-1], step=step)
+    return trial.suggest_categorical(name, list(values))
+
+
+def ordinal_params(study: optuna.Study) -> bool:
+    """Whether this study's depth/width parameters are integers: yes for a new study; a study
+    whose trials hold them as categoricals (as earlier nasconv versions made them) keeps them so, as Optuna fixes a
+    parameter's distribution within a study."""
+    for t in study.get_trials(deepcopy=False):
+        for name, dist in t.distributions.items():
+            if name.endswith(("_depth", "_width")):
+                return not isinstance(dist, optuna.distributions.CategoricalDistribution)
+    return True
 
 
 # --- the driver -------------------------------------------------------------------------------
@@ -319,6 +346,7 @@ class SearchDriver:
         try:
             self.study = self._open_study()
             self.hv_ref: list[float] | None = self.study.user_attrs.get("hv_reference")
+            self.ordinal = ordinal_params(self.study)
         except Exception as exc:
             self.tables.dispose()
             if is_database_locked(exc):
@@ -745,7 +773,7 @@ class SearchDriver:
         if not self._seeded:
             self._seeded = True
             self._reseed(trial.number)
-        arch = suggest_arch(trial, self.space)
+        arch = suggest_arch(trial, self.space, ordinal=self.ordinal)
         cost = estimate_cost(arch)
         attrs = {"arch": arch.to_dict(), "arch_hash": arch.arch_hash, "ops": arch.ops_label(),
                  "macs": cost.macs, "params": cost.params}

@@ -60,6 +60,17 @@ def test_settings_key():
     # training settings do not matter to a zero-cost proxy
     assert EvalConfig(proxy="synflow").settings_key() == with_train_overrides(
         EvalConfig(proxy="synflow"), epochs=3).settings_key()
+    # ... but its initialisation seed and input size do: the score changes with them
+    for change in ({"seed": 1}, {"resolution": 64}):
+        assert EvalConfig(proxy="synflow").settings_key() != with_train_overrides(
+            EvalConfig(proxy="synflow"), **change).settings_key()
+
+
+def test_zero_cost_score_follows_the_seed():
+    arch = load_space("resnet20").baseline()
+    cfg = EvalConfig(proxy="synflow", data="synthetic", latency=False)
+    scores = [evaluate(arch, with_train_overrides(cfg, seed=s))["score"] for s in (0, 0, 1)]
+    assert scores[0] == scores[1] and scores[0] != scores[2]
 
 
 def test_latency_median_and_iqr():

@@ -79,6 +79,59 @@ def test_single_convolution_call(name, hyper):
     assert counter.calls == 1
 
 
+@pytest.mark.parametrize("name,hyper", [("tbc", {"blocks": 4}), ("tgc", {"blocks": 2, "groups": 4})])
+def test_single_image_inference_runs_tiled_and_exact(name, hyper):
+    """One image on a large map in inference: the B*G-group conv over the repeated shared filter
+    (the fast form there), one conv call, same function as the per-block loop; the repeated
+    filter is reused while the parameter is unchanged and rebuilt when it changes."""
+    layer = create_op(name, 32, 32, 3, **hyper).eval()
+    x = torch.randn(1, 32, 28, 28)
+    with torch.no_grad():
+        with _CountConvs() as counter:
+            y = layer(x)
+        assert counter.calls == 1
+        ref = _per_block_reference(x, layer.weight, hyper["blocks"], hyper.get("groups", 1), 1, 3)
+        torch.testing.assert_close(y, ref)
+        tiled = layer._tiled_weight()
+        assert tiled.shape == (32, 32 // (hyper["blocks"] * hyper.get("groups", 1)), 3, 3)
+        assert layer._tiled_weight() is tiled  # reused
+        layer.weight.mul_(-2.0)  # an optimizer step or load_state_dict writes in place like this
+        torch.testing.assert_close(layer(x), -2.0 * ref)
+        assert layer._tiled_weight() is not tiled
+        layer.weight.data.mul_(0.5)  # invisible to the version counter ...
+        layer.eval()  # ... so the documented reset: a mode switch drops the cache
+        torch.testing.assert_close(layer(x), -ref)
+    # training, autograd, batches: the paper's batch fold (gradient reaches the shared filter)
+    layer.train()
+    y = layer(x.requires_grad_())
+    y.sum().backward()
+    assert layer.weight.grad is not None and "_tiled" not in layer.__dict__
+    import copy
+    import pickle
+
+    layer.eval()
+    with torch.no_grad():
+        layer(x)
+    assert "_tiled" in layer.__dict__
+    assert "_tiled" not in copy.deepcopy(layer).__dict__ and "_tiled" not in pickle.loads(pickle.dumps(layer)).__dict__
+    assert "_tiled" in layer.__dict__
+
+
+@pytest.mark.parametrize("name,hyper,shape,tiled", [
+    ("tbc", {"blocks": 4}, (2, 32, 28, 28), True),  # blocks of 8 channels: tiled at any batch
+    ("tgc", {"blocks": 2, "groups": 2}, (2, 32, 28, 28), False),  # blocks of 16 channels, 2 images: fold
+    ("tbc", {"blocks": 2}, (1, 32, 27, 27), False),  # a small map: fold
+    ("tbc", {"blocks": 2}, (1, 32, 28, 28), True),
+])
+def test_inference_form_by_shape(name, hyper, shape, tiled):
+    layer = create_op(name, 32, 32, 3, **hyper).eval()
+    x = torch.randn(shape)
+    with torch.no_grad(), _CountConvs() as counter:
+        y = layer(x)
+    assert counter.calls == 1 and ("_tiled" in layer.__dict__) == tiled
+    torch.testing.assert_close(y, _per_block_reference(x, layer.weight, hyper["blocks"], hyper.get("groups", 1), 1, 3))
+
+
 def test_shared_weight_shape():
     assert create_op("tbc", 64, 32, 3, blocks=4).weight.shape == (8, 16, 3, 3)
     assert create_op("tgc", 64, 32, 3, blocks=4, groups=2).weight.shape == (8, 8, 3, 3)

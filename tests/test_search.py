@@ -71,6 +71,41 @@ def test_resume_continues_the_count(tmp_path):
     assert again.evaluated == 7 and len(_study(_cfg(tmp_path)).trials) == len(study.trials)
 
 
+def test_depth_and_width_are_integer_parameters(tmp_path):
+    """resnet20's depths (2,3,4) and widths (e.g. 8,16,24,32) are ordered: the sampler gets them as
+    integers with their step, and the values it picks are the architecture's."""
+    cfg = _cfg(tmp_path, trials=4)
+    run_search(cfg)
+    trials = [t for t in _study(cfg).trials if t.state == TrialState.COMPLETE]
+    assert trials
+    for t in trials:
+        d = t.distributions
+        assert isinstance(d["s0_op"], optuna.distributions.CategoricalDistribution)
+        assert d["s0_depth"] == optuna.distributions.IntDistribution(2, 4, step=1)
+        assert d["s0_width"] == optuna.distributions.IntDistribution(8, 32, step=8)
+        assert d["s2_width"] == optuna.distributions.IntDistribution(32, 128, step=32)
+        stages = t.user_attrs["arch"]["stages"]
+        assert [st["depth"] for st in stages] == [t.params[f"s{i}_depth"] for i in range(3)]
+        assert [st["width"] for st in stages] == [t.params[f"s{i}_width"] for i in range(3)]
+
+
+def test_a_study_begun_with_categorical_depths_keeps_them(tmp_path, monkeypatch):
+    """Optuna fixes a parameter's distribution within a study: a study whose trials hold depth and
+    width as categoricals (as earlier nasconv made them) is continued with categoricals."""
+    import nasconv.search as search
+
+    assert search.ordinal_params(optuna.create_study(directions=["maximize", "minimize"]))
+    with monkeypatch.context() as m:  # the study as an earlier nasconv began it
+        m.setattr(search, "ordinal_params", lambda study: False)
+        run_search(_cfg(tmp_path, trials=2))
+    study = _study(_cfg(tmp_path))
+    assert not search.ordinal_params(study)
+    res = run_search(_cfg(tmp_path, trials=4))  # continued: no "different distribution" error
+    assert res.evaluated == 4
+    for t in _study(_cfg(tmp_path)).trials:
+        assert isinstance(t.distributions["s0_width"], optuna.distributions.CategoricalDistribution)
+
+
 def test_repeated_architecture_comes_from_the_cache(tmp_path):
     calls = []
 

@@ -36,7 +36,26 @@ def _validate_tied(op: str, in_channels: int, out_channels: int, kernel_size: in
 
 
 class _TiedConv2d(nn.Module):
-    """Shared machinery: blocks are folded into the batch so one conv call serves all of them."""
+    """Shared machinery: one conv call serves all B blocks, in one of two exact forms.
+
+    * batch fold (the paper's form): the blocks become B times the batch, convolved with the
+      thin shared filter. Used in training and wherever it is the faster form.
+    * tiled: a ``B*G``-group convolution whose weight is the shared filter repeated B times,
+      i.e. the group conv of the same MACs. On the CPU the fold is up to ~1.3x slower than
+      that group conv on large maps for a single image, and for any batch when a block has
+      fewer than 16 channels (thin blocks are a poor shape for oneDNN; measured in
+      benchmarks/ops_latency.py), so inference runs tiled there: maps of at least
+      ``TILED_MIN_PIXELS`` pixels, and one image or blocks thinner than ``TILED_MAX_BLOCK``
+      channels. The tiled weight is built once and reused until the parameter changes (its
+      version counter, storage, dtype or device), so this form costs what the group conv costs.
+      In-place writes through ``weight.data`` bypass the version counter: call
+      ``.train()``/``.eval()`` (which drop the cache) after them.
+    """
+
+    #: inference runs tiled on maps of at least this many pixels, for one image or blocks of
+    #: fewer than TILED_MAX_BLOCK input channels (see above)
+    TILED_MIN_PIXELS = 28 * 28
+    TILED_MAX_BLOCK = 16
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int,
                  blocks: int, groups: int) -> None:
@@ -54,11 +73,35 @@ class _TiedConv2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, _, h, w = x.shape
+        if ((n == 1 or self.in_channels // self.blocks < self.TILED_MAX_BLOCK)
+                and h * w >= self.TILED_MIN_PIXELS and self.blocks > 1 and not self.training
+                and not torch.is_grad_enabled() and not torch.jit.is_tracing()
+                and not torch.compiler.is_compiling()):
+            return F.conv2d(x, self._tiled_weight(), None, self.stride, self.kernel_size // 2, 1,
+                            self.blocks * self.groups)
         # Explicit sizes (not -1) so a wrong channel count fails here instead of silently
         # turning into a bigger batch.
         y = F.conv2d(x.reshape(n * self.blocks, self.in_channels // self.blocks, h, w), self.weight,
                      None, self.stride, self.kernel_size // 2, 1, self.groups)
         return y.reshape(n, self.out_channels, y.shape[-2], y.shape[-1])
+
+    def _tiled_weight(self) -> torch.Tensor:
+        wt = self.weight
+        key = (wt._version, wt.data_ptr(), wt.dtype, wt.device)
+        cached = self.__dict__.get("_tiled")
+        if cached is None or cached[0] != key:
+            cached = (key, wt.detach().repeat(self.blocks, 1, 1, 1))
+            self.__dict__["_tiled"] = cached
+        return cached[1]
+
+    def train(self, mode: bool = True) -> "_TiedConv2d":
+        self.__dict__.pop("_tiled", None)
+        return super().train(mode)
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()  # a copy: object.__getstate__ hands back the live dict
+        state.pop("_tiled", None)
+        return state
 
     def extra_repr(self) -> str:
         s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
