@@ -78,6 +78,7 @@ def eval_config(latency_resolution: int | None) -> EvalConfig:
 
 
 DEFAULT_STORAGE = "sqlite:////tmp/nasconv-bench-quality.db"
+CURVE_STEP = 10
 
 
 def setting_tag(space: str, budget: str) -> str:
@@ -87,7 +88,6 @@ def setting_tag(space: str, budget: str) -> str:
 
 def default_storage(space: str, budget: str) -> str:
     return DEFAULT_STORAGE.removesuffix(".db") + setting_tag(space, budget) + ".db"
-CURVE_STEP = 10
 
 
 def study_name(sampler: str, seed: int) -> str:
@@ -255,6 +255,12 @@ def _front_indices(losses: np.ndarray) -> list[int]:
     return out
 
 
+def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Rank correlation (no ties among these float measurements)."""
+    rank = lambda v: np.argsort(np.argsort(v))  # noqa: E731
+    return float(np.corrcoef(rank(a), rank(b))[0, 1])
+
+
 def _spread_picks(storage: str, samplers: list[str], seeds: int, attr: str,
                   n: int) -> tuple[list[tuple[dict[str, Any], float]], dict[str, Any]]:
     """``n`` distinct evaluated architectures spread evenly over their stored ``attr`` values, as
@@ -293,8 +299,7 @@ def latency_retest(storage: str, samplers: list[str], seeds: int, n: int) -> dic
         rows.append({"ops": arch.ops_label(), "stored_ms": stored, "again_ms": lat.median_ms, "load": _load_avg()})
     a = np.array([r["stored_ms"] for r in rows])
     b = np.array([r["again_ms"] for r in rows])
-    rank = lambda x: np.argsort(np.argsort(x))  # noqa: E731 - no ties among float latencies
-    rho = float(np.corrcoef(rank(a), rank(b))[0, 1])
+    rho = _spearman(a, b)
     rel = np.abs(b / a - 1.0)
     return {"n": len(rows), "spearman": rho, "median_abs_rel_diff": float(np.median(rel)),
             "max_abs_rel_diff": float(rel.max()), "rows": rows}
@@ -329,8 +334,7 @@ def score_signal(storage: str, samplers: list[str], seeds: int, n_archs: int, n_
     msb = k * x.mean(axis=1).var(ddof=1)  # one-way ANOVA, architecture as the factor
     msw = x.var(axis=1, ddof=1).mean()
     icc = float((msb - msw) / (msb + (k - 1) * msw)) if msb + (k - 1) * msw > 0 else float("nan")
-    rank = lambda v: np.argsort(np.argsort(v))  # noqa: E731
-    rho = float(np.corrcoef(rank(x[:, 0]), rank(x[:, 1:].mean(axis=1)))[0, 1])
+    rho = _spearman(x[:, 0], x[:, 1:].mean(axis=1))
     return {"n_archs": len(rows), "n_seeds": k, "icc": icc, "spearman_seed0_vs_rest": rho,
             "sd_between_arch_means": float(x.mean(axis=1).std(ddof=1)),
             "sd_within_arch": float(np.sqrt(msw)), "rows": rows}
@@ -442,7 +446,7 @@ def signal_text(r: dict[str, Any]) -> str:
              f"Share of the score's variance that is the architecture (intraclass correlation, one-way ANOVA): "
              f"**{r['icc']:.2f}** (1 = the score is a property of the architecture, 0 = it is initialisation noise). "
              f"SD of one architecture's score over seeds {r['sd_within_arch']:.4f}; SD between the architectures' "
-             f"mean scores {r['sd_between_arch_means']:.4f}. Rank correlation of the seed-{0} score (what a search "
+             f"mean scores {r['sd_between_arch_means']:.4f}. Rank correlation of the seed-0 score (what a search "
              f"sees) with the mean of the other seeds: {r['spearman_seed0_vs_rest']:.2f}. A sampler can only learn "
              "the part of an objective that the architecture decides.", "",
              "| architecture (op per stage) | stored | score per seed |", "|---|---:|---|"]

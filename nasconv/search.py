@@ -154,8 +154,8 @@ def _suggest_level(trial: optuna.trial.Trial, name: str, values: tuple[int, ...]
 
 def ordinal_params(study: optuna.Study) -> bool:
     """Whether this study's depth/width parameters are integers: yes for a new study; a study
-    whose trials hold them as categoricals (as earlier nasconv versions made them) keeps them so, as Optuna fixes a
-    parameter's distribution within a study."""
+    whose trials hold them as categoricals (as earlier nasconv versions made them) keeps them so,
+    as Optuna fixes a parameter's distribution within a study."""
     for t in study.get_trials(deepcopy=False):
         for name, dist in t.distributions.items():
             if name.endswith(("_depth", "_width")):

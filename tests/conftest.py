@@ -189,9 +189,9 @@ def ray_cluster():
 # --- searches in a separate process, and what must hold afterwards -----------------------------
 
 
-
 def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
 
 class SearchCLI:
     """``nasconv search`` as its own process, with settings that make an evaluation quick

@@ -73,10 +73,7 @@ class _TiedConv2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, _, h, w = x.shape
-        if ((n == 1 or self.in_channels // self.blocks < self.TILED_MAX_BLOCK)
-                and h * w >= self.TILED_MIN_PIXELS and self.blocks > 1 and not self.training
-                and not torch.is_grad_enabled() and not torch.jit.is_tracing()
-                and not torch.compiler.is_compiling()):
+        if self._runs_tiled(n, h, w):
             return F.conv2d(x, self._tiled_weight(), None, self.stride, self.kernel_size // 2, 1,
                             self.blocks * self.groups)
         # Explicit sizes (not -1) so a wrong channel count fails here instead of silently
@@ -84,6 +81,13 @@ class _TiedConv2d(nn.Module):
         y = F.conv2d(x.reshape(n * self.blocks, self.in_channels // self.blocks, h, w), self.weight,
                      None, self.stride, self.kernel_size // 2, 1, self.groups)
         return y.reshape(n, self.out_channels, y.shape[-2], y.shape[-1])
+
+    def _runs_tiled(self, n: int, h: int, w: int) -> bool:
+        """Inference (no autograd, not traced or compiled) where the tiled form is the faster one."""
+        return (self.blocks > 1 and h * w >= self.TILED_MIN_PIXELS
+                and (n == 1 or self.in_channels // self.blocks < self.TILED_MAX_BLOCK)
+                and not self.training and not torch.is_grad_enabled()
+                and not torch.jit.is_tracing() and not torch.compiler.is_compiling())
 
     def _tiled_weight(self) -> torch.Tensor:
         wt = self.weight
