@@ -1,6 +1,6 @@
 """Proxy fidelity: does the cheap proxy rank architectures like a longer training does?
 
-    python benchmarks/proxy_fidelity.py [--spaces resnet50,resnet20] [--n 12] [--seed 0] [--longer 5]
+    python benchmarks/proxy_fidelity.py [--spaces resnet50,resnet20] [--n 12] [--seed 0] [--reference-images 80000]
                                         [--threads 2] [--quick] [--out DIR]
 
 For each space, ``--n`` distinct architectures are sampled (``space.sample(random.Random(seed))``,
@@ -9,9 +9,11 @@ duplicates skipped) and each is evaluated with ``nasconv.evaluate.evaluate`` (``
 * ``train``: the default brief-training proxy, with the space's ``proxy`` settings applied
   (``dataclasses.replace(TrainConfig(), **space.proxy_settings)``, as the CLI does);
 * the reference: the same proxy settings (same reduced copy, seed, optimiser and one-cycle
-  schedule, stretched over the longer run) trained on ``--longer`` times as many images:
-  ``epochs = ceil(longer x default images x default epochs / 60000)`` and ``train_images =
-  longer x default images x default epochs / epochs`` (by default 40,000 x 2), validated on ``--ref-val-images`` (default: all 10,000
+  schedule, stretched over the longer run) trained on ``--reference-images`` image passes, a
+  fixed number (default 80,000: 5x the 16,000 images of nasconv's first default proxy, kept
+  when the default became 8,000 so that both proxies are compared with one reference):
+  ``epochs = ceil(reference images / 60000)`` and ``train_images = reference images / epochs``
+  (by default 40,000 x 2), validated on ``--ref-val-images`` (default: all 10,000
   t10k images, so that the reference's own noise is smaller);
 * ``synflow``, ``naswot``, ``grad_norm`` and ``params``: the zero-cost proxies, on the full
   untrained network (``zc_batch`` images at the proxy resolution).
@@ -131,12 +133,11 @@ def proxy_train_config(space_name: str, base: TrainConfig) -> TrainConfig:
     return dataclasses.replace(base, **load_space(space_name).proxy_settings)
 
 
-def reference_train_config(proxy: TrainConfig, longer: float, *, max_train_images: int,
+def reference_train_config(proxy: TrainConfig, total: int, *, max_train_images: int,
                            val_images: int | None) -> TrainConfig:
-    """``longer`` times the images of ``proxy``: more distinct images first, then more epochs."""
-    total = longer * proxy.train_images * proxy.epochs
+    """``proxy`` trained on ``total`` image passes: more distinct images first, then more epochs."""
     epochs = max(1, math.ceil(total / max_train_images))
-    train_images = int(total / epochs)  # exactly `longer` times the images seen, in as few epochs as the data allows
+    train_images = int(total / epochs)  # exactly `total` images seen, in as few epochs as the data allows
     return dataclasses.replace(proxy, train_images=train_images, epochs=epochs,
                                val_images=val_images if val_images is not None else proxy.val_images)
 
@@ -146,7 +147,7 @@ def eval_configs(space_name: str, args: argparse.Namespace, n_train_available: i
     if args.quick:
         base_train = dataclasses.replace(base_train, train_images=600, val_images=200)
     proxy_train = proxy_train_config(space_name, base_train)
-    ref_train = reference_train_config(proxy_train, args.longer, max_train_images=n_train_available,
+    ref_train = reference_train_config(proxy_train, args.reference_images, max_train_images=n_train_available,
                                        val_images=args.ref_val_images)
     base = EvalConfig(data=args.data, data_dir=args.data_dir, latency=False, threads=args.threads)
     cfgs = {REFERENCE: dataclasses.replace(base, proxy="train", train=ref_train)}
@@ -370,8 +371,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", default=None, help="architectures per space: 12 (default; 3 with --quick) or "
                         "per space, e.g. resnet50=8,resnet20=12")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
-    parser.add_argument("--longer", type=float, default=None,
-                        help="the reference sees this many times the proxy's images (default 5; 2 with --quick)")
+    parser.add_argument("--reference-images", type=int, default=None,
+                        help="image passes of the reference training (default 80000; 1200 with --quick)")
     parser.add_argument("--ref-val-images", type=int, default=None,
                         help="validation images of the reference (default: all 10,000; 200 with --quick)")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
@@ -394,8 +395,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     if any(n < 3 for n in n_per_space.values()):
         parser.error("--n must be >= 3 (rank correlations of fewer points mean nothing)")
-    if args.longer is None:
-        args.longer = 2.0 if args.quick else 5.0
+    if args.reference_images is None:
+        args.reference_images = 1200 if args.quick else 80000
+    if args.reference_images < 1:
+        parser.error(f"--reference-images must be >= 1, got {args.reference_images}")
+    base = TrainConfig()
+    args.longer = args.reference_images / ((600 if args.quick else base.train_images) * base.epochs)
     if args.ref_val_images is None:
         args.ref_val_images = 200 if args.quick else None
     if args.threads < 1:

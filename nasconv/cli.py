@@ -218,7 +218,7 @@ def add_eval_args(q: argparse.ArgumentParser) -> None:
     g.add_argument("--proxy", default="train", help=f"accuracy objective: {', '.join(PROXIES)} (default: train)")
     g.add_argument("--device", default="cpu", help="cpu or cuda (latency is measured there)")
     g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--train-images", type=int, default=None, help="training images of the proxy (default 16000)")
+    g.add_argument("--train-images", type=int, default=None, help="training images of the proxy (default 8000)")
     g.add_argument("--epochs", type=int, default=None, help="proxy training epochs (default 1)")
     g.add_argument("--batch-size", type=int, default=None, help="proxy training batch size (default 64)")
     g.add_argument("--resolution", type=int, default=None, help="proxy training resolution (default 28)")
