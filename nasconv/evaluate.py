@@ -27,6 +27,8 @@ from nasconv.proxies import ZERO_COST_PROXIES, zero_cost_score
 from nasconv.train import TrainConfig, train_candidate
 
 PROXIES = ("train",) + ZERO_COST_PROXIES
+#: settings that do not change an evaluation's result, so not part of its cache key
+UNKEYED_SETTINGS = ("data_dir", "threads", "latency_max_time_s")
 
 
 @dataclass(frozen=True)
@@ -69,15 +71,15 @@ class EvalConfig:
         d["train"] = TrainConfig(**d.get("train", {}))
         return cls(**d)
 
-    def settings_key(self) -> str:
-        """Hash of what makes two evaluations of one architecture interchangeable.
+    def keyed_settings(self) -> dict[str, Any]:
+        """What makes two evaluations of one architecture interchangeable (hashed by :meth:`settings_key`).
 
         Data, proxy and its settings (for a zero-cost proxy: the seed and input size, not the
         training schedule), device kind and latency settings; not the thread count or where the
         data was read from.
         """
         d = self.to_dict()
-        for k in ("data_dir", "threads", "latency_max_time_s"):
+        for k in UNKEYED_SETTINGS:
             d.pop(k)
         d["device"] = resolve_device_kind(self.device)
         if self.proxy != "train":
@@ -88,7 +90,10 @@ class EvalConfig:
             d["zero_cost_init"] = "branches-live"
         else:
             d.pop("zc_batch")
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+        return d
+
+    def settings_key(self) -> str:
+        return hashlib.sha256(json.dumps(self.keyed_settings(), sort_keys=True).encode()).hexdigest()[:16]
 
 
 def resolve_device_kind(device: str) -> str:

@@ -328,6 +328,21 @@ def _hms(s: float) -> str:
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
 
 
+def settings_changes(stored: dict[str, Any], now: dict[str, Any], prefix: str = "") -> list[str]:
+    """``name: stored in the study, now`` for each keyed evaluation setting (nested ones dotted)
+    that differs between two :meth:`EvalConfig.keyed_settings` dicts."""
+    out = []
+    for key in sorted(set(stored) | set(now)):
+        a, b = stored.get(key), now.get(key)
+        if a == b:
+            continue
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += settings_changes(a, b, f"{prefix}{key}.")
+        else:
+            out.append(f"{prefix}{key}: {a!r} in the study, {b!r} now")
+    return out
+
+
 class SearchDriver:
     def __init__(self, cfg: SearchConfig, *, evaluator: Callable[..., dict[str, Any]] = evaluate,
                  runner: Any = None) -> None:
@@ -427,11 +442,19 @@ class SearchDriver:
         else:
             for key, value in identity.items():
                 if attrs.get(key) != value:
+                    differs = f"{key} ({value!r})"
+                    if key == "settings_key" and isinstance(attrs.get("eval_config"), dict):
+                        try:
+                            stored = EvalConfig.from_dict(attrs["eval_config"]).keyed_settings()
+                        except TypeError:  # a setting this version does not know
+                            stored = attrs["eval_config"]
+                        changed = settings_changes(stored, self.cfg.eval.keyed_settings())
+                        differs = "evaluation settings: " + (", ".join(changed) if changed else "nasconv's version")
                     raise StorageError(
                         f"study {self.study_name!r} belongs to space {attrs.get('space')!r}, budget "
                         f"{attrs.get('budget')!r}, objectives {','.join(attrs.get('objectives') or [])} "
-                        f"(evaluation settings {attrs.get('settings_key')}); it differs in {key} "
-                        f"({value!r}); use another --study name")
+                        f"(evaluation settings {attrs.get('settings_key')}); it differs in {differs}; "
+                        "use another --study name, or the study's settings to continue it")
         study.sampler = make_sampler(self.cfg.sampler, self.cfg.seed, len(self.cfg.objectives))
         return study
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -12,7 +13,7 @@ from optuna.trial import TrialState
 
 from nasconv.budget import parse_budget
 from nasconv.errors import BudgetError, StorageError, UnknownNameError, UsageError
-from nasconv.evaluate import EvalConfig, evaluate
+from nasconv.evaluate import EvalConfig, evaluate, with_train_overrides
 from nasconv.search import SearchConfig, run_search
 from nasconv.storage import NasconvTables
 from nasconv.train import TrainConfig
@@ -174,6 +175,16 @@ def test_study_of_another_budget_is_refused(tmp_path):
     run_search(_cfg(tmp_path, trials=2, study_name="s"))
     with pytest.raises(StorageError, match="belongs to space 'resnet20', budget '30mflops'"):
         run_search(_cfg(tmp_path, trials=2, study_name="s", budget="25mflops"))
+
+
+def test_study_of_other_evaluation_settings_names_them(tmp_path):
+    """E.g. a study begun before a default changed: the refusal says which setting to pass."""
+    run_search(_cfg(tmp_path, trials=2, study_name="s"))
+    other = _cfg(tmp_path, trials=2, study_name="s")
+    other = dataclasses.replace(other, eval=with_train_overrides(other.eval, seed=5))
+    with pytest.raises(StorageError, match=r"differs in evaluation settings: train.seed: 0 in the study, 5 now; "
+                                           r"use another --study name, or the study's settings to continue it"):
+        run_search(other)
 
 
 @pytest.mark.parametrize("kw,exc,match", [
