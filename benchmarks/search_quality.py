@@ -420,7 +420,8 @@ def summarise(an: dict[str, Any], samplers: list[str], seeds: int) -> tuple[str,
                           f"with 3 seeds each the smallest possible p is 0.05): "
                           f"**{'holds' if goal else 'does not hold'}**"
                           + ("" if goal else f" (clearly above: {', '.join(clearly) or 'none'})") + ".")
-    lines = ["| sampler | HV mean | HV std | HV per seed (s0, s1, s2) | HV, wide ref: mean (std) | wide ref per seed "
+    per_seed = ", ".join(f"s{i}" for i in range(seeds))
+    lines = [f"| sampler | HV mean | HV std | HV per seed ({per_seed}) | HV, wide ref: mean (std) | wide ref per seed "
              "| own snapshot HV per seed | best latency ms per seed | best score per seed |",
              "|---|---:|---:|---|---:|---|---|---|---|"]
     for sampler in rows:

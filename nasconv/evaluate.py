@@ -46,7 +46,8 @@ class EvalConfig:
     latency_resolution: int | None = None
     #: stop repeating once this long has passed and 10 timed runs are in, even where IQR/median is
     #: still above 5% (on a shared 2-core machine it often is, and then 15 s per candidate went on
-    #: it; a re-test of 3-s medians moved them by 2% median, rank correlation 0.90)
+    #: it; re-tests of 3-s medians in benchmarks/results/search_quality.md: median change 2-9%,
+    #: rank correlation 0.71-0.90, the machine's own noise)
     latency_max_time_s: float = 3.0
     #: zero-cost proxies score the full, untrained network on one minibatch of this size
     zc_batch: int = 64
