@@ -109,7 +109,9 @@ def make_sampler(name: str, seed: int, n_objectives: int) -> optuna.samplers.Bas
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=10)
     if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=10, multivariate=True)
+        # group=True: the family's hyperparameter is a conditional parameter (suggest_arch's
+        # by_family), which multivariate TPE handles only with the group decomposition.
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=10, multivariate=True, group=True)
     if name == "gp":
         return optuna.samplers.GPSampler(seed=seed, n_startup_trials=10)
     if name == "random":
@@ -124,8 +126,22 @@ def default_study_name(space: SearchSpace, budget: Budget) -> str:
 # --- parameters <-> architectures -----------------------------------------------------------
 
 
-def suggest_arch(trial: optuna.trial.Trial, space: SearchSpace, *, ordinal: bool = True) -> ArchSpec:
-    """One categorical per stage for the operator, and depth/width where the stage searches them.
+#: samplers that see a stage's operator as family + conditional hyperparameter (see suggest_arch)
+BY_FAMILY_SAMPLERS = ("tpe",)
+
+
+def suggest_arch(trial: optuna.trial.Trial, space: SearchSpace, *, ordinal: bool = True,
+                 by_family: bool = False) -> ArchSpec:
+    """The operator per stage, and depth/width where the stage searches them.
+
+    The operator is one categorical over the stage's choices (``s<i>_op``: every choice, e.g.
+    ``gc(groups=4)``, a level of its own), or with ``by_family`` the family (``s<i>_family``:
+    ``gc``) and, where the family has several choices, which one (``s<i>_gc``: a conditional
+    parameter). The flat form keeps random sampling uniform over architectures and gives
+    NSGA-II's crossover whole choices to exchange; the family form lets TPE's Parzen estimator
+    carry what it learned about a family at one hyperparameter over to the others (with 30
+    levels per stage and a handful of good trials, the flat form's estimate is mostly its
+    uniform prior). A study keeps the form it began with (:func:`op_params_by_family`).
 
     With ``ordinal``, a depth or width whose choices are evenly spaced integers is an integer
     parameter (``suggest_int`` with that step), so that TPE, GP and NSGA-II's crossover see that
@@ -135,10 +151,18 @@ def suggest_arch(trial: optuna.trial.Trial, space: SearchSpace, *, ordinal: bool
     choices = []
     for i, st in enumerate(space.stages):
         by_label = {op.label(): op for op in st.ops}
-        op = by_label[trial.suggest_categorical(f"s{i}_op", list(by_label))]
+        if by_family:
+            families: dict[str, list[str]] = {}
+            for label, op in by_label.items():
+                families.setdefault(op.name, []).append(label)
+            members = families[trial.suggest_categorical(f"s{i}_family", list(families))]
+            label = members[0] if len(members) == 1 else trial.suggest_categorical(
+                f"s{i}_{by_label[members[0]].name}", members)
+        else:
+            label = trial.suggest_categorical(f"s{i}_op", list(by_label))
         depth = _suggest_level(trial, f"s{i}_depth", st.depths, ordinal)
         width = _suggest_level(trial, f"s{i}_width", st.widths, ordinal)
-        choices.append((op, depth, width))
+        choices.append((by_label[label], depth, width))
     return space.make_arch(choices)
 
 
@@ -161,6 +185,18 @@ def ordinal_params(study: optuna.Study) -> bool:
             if name.endswith(("_depth", "_width")):
                 return not isinstance(dist, optuna.distributions.CategoricalDistribution)
     return True
+
+
+def op_params_by_family(study: optuna.Study, sampler: str) -> bool:
+    """Whether this study's operators are family + hyperparameter parameters (suggest_arch's
+    ``by_family``): as its trials hold them, whichever sampler continues it (Optuna fixes a
+    parameter's distribution within a study); for a new study, as its sampler prefers."""
+    for t in study.get_trials(deepcopy=False):
+        if "s0_family" in t.distributions:
+            return True
+        if "s0_op" in t.distributions:
+            return False
+    return sampler in BY_FAMILY_SAMPLERS
 
 
 # --- the driver -------------------------------------------------------------------------------
@@ -362,6 +398,7 @@ class SearchDriver:
             self.study = self._open_study()
             self.hv_ref: list[float] | None = self.study.user_attrs.get("hv_reference")
             self.ordinal = ordinal_params(self.study)
+            self.by_family = op_params_by_family(self.study, cfg.sampler)
         except Exception as exc:
             self.tables.dispose()
             if is_database_locked(exc):
@@ -796,7 +833,7 @@ class SearchDriver:
         if not self._seeded:
             self._seeded = True
             self._reseed(trial.number)
-        arch = suggest_arch(trial, self.space, ordinal=self.ordinal)
+        arch = suggest_arch(trial, self.space, ordinal=self.ordinal, by_family=self.by_family)
         cost = estimate_cost(arch)
         attrs = {"arch": arch.to_dict(), "arch_hash": arch.arch_hash, "ops": arch.ops_label(),
                  "macs": cost.macs, "params": cost.params}
