@@ -158,6 +158,23 @@ def run_all(space: str, budget: str, samplers: list[str], seeds: int, trials: in
     return runs
 
 
+def forget_studies(storage: str, names: list[str], log_path: Path) -> int:
+    """Delete these studies (Optuna's and nasconv's rows; the evaluation cache stays) and their
+    lines in the run log; the number of run lines dropped."""
+    tables = NasconvTables(storage)
+    for name in names:
+        if _load(name, storage) is not None:
+            optuna.delete_study(study_name=name, storage=storage)
+        tables.forget_study(name)
+    tables.dispose()
+    if not log_path.exists():
+        return 0
+    lines = log_path.read_text().splitlines()
+    kept = [line for line in lines if json.loads(line)["study"] not in names]
+    log_path.write_text("".join(line + "\n" for line in kept))
+    return len(lines) - len(kept)
+
+
 # --- hypervolume --------------------------------------------------------------------------
 
 
@@ -552,7 +569,12 @@ def markdown(meta: dict[str, Any], an: dict[str, Any], text: str, png: bool) -> 
         f"`{meta['storage']}` shared by all studies, so the evaluation cache is shared: an "
         "architecture is evaluated once and then has the same score and latency in every study (fairer: latency "
         "noise cannot favour a sampler)",
-        f"- samplers as nasconv makes them: nsga2 (population 10), tpe (multivariate, 10 startup trials), random; "
+        f"- samplers as nasconv makes them: nsga2 (population 10) and tpe (multivariate with group decomposition, 10 "
+        f"startup trials) see each stage's operator as its family plus a conditional hyperparameter; random draws "
+        f"one categorical per stage (uniform over architectures); "
+        + (f"studies of {', '.join(meta['rerun'])} deleted and run again in the invocation that wrote this report "
+           f"(the other studies and the evaluation cache kept; {meta['replaced_runs']} earlier runs replaced); "
+           if meta.get("rerun") else "") +
         f"a study continued in a later phase is run with seed `seed * 1000003 + trials so far` (which nasconv's "
         f"driver re-seeds again from the trial number), so that it does not replay its first proposals",
         f"- hypervolume (HV): the study's feasible front (evaluated + cached trials; over-budget candidates are "
@@ -606,8 +628,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--signal-seeds", type=int, default=4, help="seeds per architecture for that (default 4)")
     parser.add_argument("--report-only", action="store_true", help="analyse the storage, run nothing (the latency retest stored in the output JSON is kept)")
     parser.add_argument("--out", default=None, help="output folder (default benchmarks/results)")
+    parser.add_argument("--rerun", default="",
+                        help="comma-separated samplers whose studies are deleted and run again (a sampler changed; "
+                             "the other studies and the evaluation cache are kept)")
     args = parser.parse_args(argv)
     samplers = [s.strip() for s in args.samplers.split(",") if s.strip()]
+    rerun = [s.strip() for s in args.rerun.split(",") if s.strip()]
+    if not set(rerun) <= set(samplers) or (rerun and args.report_only):
+        parser.error("--rerun takes samplers among --samplers, and not with --report-only")
     if args.trials < CURVE_STEP or args.seeds < 1 or args.phase < 1:
         parser.error("--trials must be >= 10, --seeds and --phase >= 1")
     out_dir = Path(args.out) if args.out else Path(__file__).resolve().parent / "results"
@@ -621,6 +649,8 @@ def main(argv: list[str] | None = None) -> int:
     db = storage.removeprefix("sqlite:///")
     log_path = Path(db + ".runs.jsonl") if storage.startswith("sqlite:///") else out_dir / f"{stem}.runs.jsonl"
 
+    replaced = forget_studies(storage, [study_name(r, seed) for r in rerun for seed in range(args.seeds)],
+                              log_path) if rerun else 0
     command = "python benchmarks/search_quality.py" + ("" if not sys.argv[1:] else " " + shlex.join(sys.argv[1:]))
     load_before = _load_avg()
     t0 = time.perf_counter()
@@ -653,6 +683,7 @@ def main(argv: list[str] | None = None) -> int:
         "search_wall_s": search_wall, "all_runs_wall_s": sum(r["wall_s"] for r in all_runs),
         "trials_target": args.trials, "phase": args.phase, "seeds": args.seeds, "samplers": samplers,
         "runs": runs, "all_runs": all_runs, "eval_config": an["eval_config"],
+        "rerun": rerun, "replaced_runs": replaced,
     }
     print("\n" + text)
     (out_dir / f"{stem}.md").write_text(markdown(meta, an, text, png))

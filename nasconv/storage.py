@@ -212,6 +212,14 @@ class NasconvTables:
             return FrontSnapshot(r.trial_number, r.n_complete, json.loads(r.front_trials_json), r.hypervolume) \
                 if r else None
 
+    def forget_study(self, study_name: str) -> None:
+        """Drop a study's snapshots and attributes (after ``optuna.delete_study``: a new study
+        of that name starts its history afresh); the evaluation cache is kept."""
+        with orm.Session(self.engine) as s:
+            s.execute(sa.delete(FrontSnapshotRow).where(FrontSnapshotRow.study_name == study_name))
+            s.execute(sa.delete(StudyAttrRow).where(StudyAttrRow.study_name == study_name))
+            s.commit()
+
     def cache_size(self) -> int:
         with orm.Session(self.engine) as s:
             return int(s.scalar(sa.select(sa.func.count()).select_from(EvalCacheRow)) or 0)
