@@ -41,6 +41,7 @@ bench: setup
 	$(BIN)/python benchmarks/ops_latency.py
 	$(BIN)/python benchmarks/search_overhead.py
 	$(BIN)/python benchmarks/search_quality.py
+	$(BIN)/python benchmarks/sampler_surrogate.py
 	$(BIN)/python benchmarks/proxy_fidelity.py
 
 clean:

@@ -569,9 +569,9 @@ def markdown(meta: dict[str, Any], an: dict[str, Any], text: str, png: bool) -> 
         f"`{meta['storage']}` shared by all studies, so the evaluation cache is shared: an "
         "architecture is evaluated once and then has the same score and latency in every study (fairer: latency "
         "noise cannot favour a sampler)",
-        f"- samplers as nasconv makes them: nsga2 (population 10) and tpe (multivariate with group decomposition, 10 "
-        f"startup trials) see each stage's operator as its family plus a conditional hyperparameter; random draws "
-        f"one categorical per stage (uniform over architectures); "
+        f"- samplers as nasconv makes them: nsga2 (population 10) and random with one categorical per stage for "
+        f"the operator (random: uniform over architectures), tpe (multivariate with group decomposition, 10 "
+        f"startup trials) with the operator's family plus a conditional hyperparameter; "
         + (f"studies of {', '.join(meta['rerun'])} deleted and run again in the invocation that wrote this report "
            f"(the other studies and the evaluation cache kept; {meta['replaced_runs']} earlier runs replaced); "
            if meta.get("rerun") else "") +

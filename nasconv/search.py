@@ -127,7 +127,7 @@ def default_study_name(space: SearchSpace, budget: Budget) -> str:
 
 
 #: samplers that see a stage's operator as family + conditional hyperparameter (see suggest_arch)
-BY_FAMILY_SAMPLERS = ("nsga2", "tpe")
+BY_FAMILY_SAMPLERS = ("tpe",)
 
 
 def suggest_arch(trial: optuna.trial.Trial, space: SearchSpace, *, ordinal: bool = True,
@@ -138,14 +138,17 @@ def suggest_arch(trial: optuna.trial.Trial, space: SearchSpace, *, ordinal: bool
     ``gc(groups=4)``, a level of its own), or with ``by_family`` the family (``s<i>_family``:
     ``gc``) and, where the family has several choices, which one (``s<i>_gc``: a conditional
     parameter). The flat form keeps random sampling uniform over architectures (``random``
-    search as the NAS literature runs it). The family form is what the learning samplers get:
-    their start-up trials are uniform over families, so that a family is not tried more often
-    for having a longer hyperparameter grid (gc's five group counts against one ``standard``),
-    and TPE's Parzen estimator carries what it learned about a family at one hyperparameter
-    over to the others (with 30 levels per stage and a handful of good trials, the flat form's
-    estimate is mostly its uniform prior). ``benchmarks/sampler_surrogate.py`` compares the two
-    forms for every sampler. GP, whose kernel needs every parameter in every trial, keeps the
-    flat form. A study keeps the form it began with (:func:`op_params_by_family`).
+    search as the NAS literature runs it) and gives NSGA-II's crossover whole choices to
+    exchange (with the family form, Optuna's NSGA-II draws a conditional parameter at random
+    instead of inheriting it). TPE gets the family form: its Parzen estimator carries what it
+    learned about a family at one hyperparameter over to the others (with 30 levels per stage
+    and a handful of good trials, the flat form's estimate is mostly its uniform prior), and its
+    start-up trials are uniform over families, so that a family is not tried more often for
+    having a longer hyperparameter grid (gc's five group counts against one ``standard``). GP,
+    whose kernel needs every parameter in every trial, keeps the flat form. Measured in
+    ``benchmarks/search_quality.py`` (the issue's setting) and, with more seeds, on a surrogate
+    in ``benchmarks/sampler_surrogate.py``. A study keeps the form it began with
+    (:func:`op_params_by_family`).
 
     With ``ordinal``, a depth or width whose choices are evenly spaced integers is an integer
     parameter (``suggest_int`` with that step), so that TPE, GP and NSGA-II's crossover see that

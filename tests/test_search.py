@@ -107,6 +107,52 @@ def test_a_study_begun_with_categorical_depths_keeps_them(tmp_path, monkeypatch)
         assert isinstance(t.distributions["s0_width"], optuna.distributions.CategoricalDistribution)
 
 
+def _op_label(t, stage):
+    from nasconv.arch import ArchSpec
+
+    return ArchSpec.from_dict(t.user_attrs["arch"]).stages[stage].op.label()
+
+
+def test_tpe_sees_operator_families(tmp_path):
+    """TPE's operator parameters: the family, and which of its choices where it has several (a
+    conditional parameter); the architecture is the one they name."""
+    from nasconv.spaces import load_space
+
+    cfg = _cfg(tmp_path, sampler="tpe", trials=14)  # past TPE's 10 random start-up trials
+    run_search(cfg)
+    space = load_space("resnet20")
+    families = list(dict.fromkeys(op.name for op in space.stages[0].ops))
+    trials = [t for t in _study(cfg).trials if t.state == TrialState.COMPLETE]
+    assert len(trials) >= 14
+    seen = set()
+    for t in trials:
+        assert not any(name.endswith("_op") for name in t.params)
+        for i in range(3):
+            family = t.params[f"s{i}_family"]
+            assert t.distributions[f"s{i}_family"] == optuna.distributions.CategoricalDistribution(families)
+            members = [op.label() for op in space.stages[i].ops if op.name == family]
+            label = _op_label(t, i)
+            if len(members) > 1:
+                assert t.distributions[f"s{i}_{family}"] == optuna.distributions.CategoricalDistribution(members)
+                assert t.params[f"s{i}_{family}"] == label
+                seen.add(family)
+            else:
+                assert f"s{i}_{family}" not in t.params and label == members[0]
+    assert seen  # some trial took a family with a hyperparameter
+
+
+@pytest.mark.parametrize("first,then", [("tpe", "nsga2"), ("nsga2", "tpe")])
+def test_a_study_keeps_its_operator_form_across_samplers(tmp_path, first, then):
+    """Continued with another sampler, a study keeps the operator parameters it began with
+    (no 'different distribution' error from Optuna)."""
+    run_search(_cfg(tmp_path, sampler=first, trials=3))
+    res = run_search(_cfg(tmp_path, sampler=then, trials=6))
+    assert res.evaluated == 6
+    names = {name for t in _study(_cfg(tmp_path)).trials for name in t.params}
+    expect, other = ("s0_family", "s0_op") if first == "tpe" else ("s0_op", "s0_family")
+    assert expect in names and other not in names
+
+
 def test_repeated_architecture_comes_from_the_cache(tmp_path):
     calls = []
 

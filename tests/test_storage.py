@@ -70,3 +70,21 @@ def test_not_a_database_is_one_line_error(tmp_path):
     bad.write_bytes(b"this is not an SQLite database, just text " * 100)
     with pytest.raises(StorageError, match="cannot open the SQLite database .*junk.db"):
         open_storage(f"sqlite:///{bad}")
+
+
+def test_forget_study_drops_its_history_and_keeps_the_cache(storage_url):
+    from nasconv.storage import FrontSnapshot, NasconvTables
+
+    tables = NasconvTables(storage_url)
+    try:
+        for name in ("a", "b"):
+            tables.add_snapshot(name, FrontSnapshot(0, 1, [0], 1.5))
+            tables.setdefault(name, "hv_reference", [1.0, 2.0])
+        tables.put_cached("key", "hash", "resnet20", {"score": 1.0})
+        tables.forget_study("a")
+        assert tables.snapshots("a") == [] and len(tables.snapshots("b")) == 1
+        assert tables.setdefault("a", "hv_reference", [3.0]) == [3.0]  # gone: a new value is taken
+        assert tables.setdefault("b", "hv_reference", [3.0]) == [1.0, 2.0]
+        assert tables.get_cached("key", "hash") == {"score": 1.0}
+    finally:
+        tables.dispose()
