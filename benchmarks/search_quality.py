@@ -2,7 +2,7 @@
 
     python benchmarks/search_quality.py [--space resnet50] [--budget 4gflops] [--trials 60] [--seeds 3]
         [--samplers nsga2,tpe,random] [--storage sqlite:////tmp/nasconv-bench-quality.db] [--phase 20]
-        [--deadline-min 70] [--latency-resolution PX] [--retest 12] [--signal-archs 8] [--signal-seeds 4]
+        [--deadline-min 70] [--latency-resolution PX] [--threads 1] [--retest 12] [--signal-archs 8] [--signal-seeds 4]
         [--report-only] [--out DIR]
 
 Every sampler x seed is its own study (``q-<sampler>-s<seed>``) on ``resnet50`` at ``4gflops``,
@@ -72,9 +72,17 @@ OBJECTIVES = ("accuracy", "latency")
 SAMPLERS = ("nsga2", "tpe", "random")
 
 
-def eval_config(latency_resolution: int | None) -> EvalConfig:
+#: torch threads for scoring and latency. One: on this 2-core machine, shared with other work, a
+#: 2-thread forward pass is only ~10% faster than a 1-thread one but its median latency is about
+#: 2.5x less repeatable (repeated measurements of 10 architectures: median deviation 7.3% with 2
+#: threads, 2.9% with 1), because one busy core stalls every parallel region. The 7-seed run at
+#: 2 threads (results/search_quality-threads2.md) retested at Spearman 0.45: mostly noise.
+THREADS = 1
+
+
+def eval_config(latency_resolution: int | None, threads: int = THREADS) -> EvalConfig:
     return EvalConfig(proxy="synflow", latency=True, latency_resolution=latency_resolution, latency_max_time_s=3.0,
-                      train=TrainConfig(resolution=32), zc_batch=32, threads=2)
+                      train=TrainConfig(resolution=32), zc_batch=32, threads=threads)
 
 
 DEFAULT_STORAGE = "sqlite:////tmp/nasconv-bench-quality.db"
@@ -137,7 +145,7 @@ def run_all(space: str, budget: str, samplers: list[str], seeds: int, trials: in
                 n_trials = len(study.trials) if study is not None else 0
                 cfg = SearchConfig(space=space, budget=budget, trials=target, sampler=sampler, objectives=OBJECTIVES,
                                    seed=resume_seed(seed, n_trials), storage=storage, study_name=name, eval=ev,
-                                   runner="inline", cpus_per_worker=2, evaluate_baseline=True, progress=True)
+                                   runner="inline", cpus_per_worker=ev.threads, evaluate_baseline=True, progress=True)
                 cache_before = NasconvTables(storage).cache_size() if study is not None else None
                 print(f"{name}: {have} -> {target} evaluated trials (sampler seed {cfg.seed}); "
                       f"load {_load_avg()}", flush=True)
@@ -551,7 +559,7 @@ def markdown(meta: dict[str, Any], an: dict[str, Any], text: str, png: bool) -> 
         f"time {meta['all_runs_wall_s'] / 60:.0f} min over {len(meta['all_runs'])} run(s) (study x phase), "
         f"{len(runs)} of them in the invocation that wrote this report",
         f"- torch {meta['torch']}, Optuna {meta['optuna']}, Python {meta['python']}; CPU: {meta['cpu']} "
-        f"({meta['cpu_count']} logical CPUs), inline runner, torch threads 2, "
+        f"({meta['cpu_count']} logical CPUs), inline runner, torch threads {meta['threads']}, "
         f"OMP_WAIT_POLICY={meta['omp_wait_policy']}",
         f"- load average (1/5/15 min) when the first run ended: "
         f"{meta['all_runs'][0]['load'] if meta['all_runs'] else 'n/a'}, when the last ended: "
@@ -621,6 +629,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="start no new run after this many minutes (the report covers what is there)")
     parser.add_argument("--latency-resolution", type=int, default=None,
                         help="latency input size in px (default: the space's)")
+    parser.add_argument("--threads", type=int, default=THREADS,
+                        help=f"torch threads for scoring and latency (default {THREADS}); the evaluation cache does "
+                             "not key on it, so give a changed value its own --storage")
     parser.add_argument("--retest", type=int, default=12,
                         help="architectures whose latency is measured again for the report (default 12; 0: none)")
     parser.add_argument("--signal-archs", type=int, default=8,
@@ -640,7 +651,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--trials must be >= 10, --seeds and --phase >= 1")
     out_dir = Path(args.out) if args.out else Path(__file__).resolve().parent / "results"
     out_dir.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     from nasconv.spaces import load_space
 
@@ -656,7 +667,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     runs = [] if args.report_only else run_all(args.space, args.budget, samplers, args.seeds, args.trials,
                                                args.phase, storage, args.deadline_min * 60, log_path,
-                                               eval_config(args.latency_resolution), command)
+                                               eval_config(args.latency_resolution, args.threads), command)
     search_wall = time.perf_counter() - t0
     all_runs = [json.loads(line) for line in log_path.read_text().splitlines()] if log_path.exists() else runs
     an = analyse(samplers, args.seeds, storage)
@@ -678,7 +689,7 @@ def main(argv: list[str] | None = None) -> int:
         "torch": torch.__version__, "optuna": optuna.__version__, "python": platform.python_version(),
         "cpu": cpu_model(), "cpu_count": os.cpu_count(), "git": git_revision(), "storage": storage,
         "space": args.space, "budget": args.budget, "resolution": load_space(args.space).resolution, "stem": stem,
-        "load_before": load_before, "load_after": _load_avg(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+        "threads": args.threads, "load_before": load_before, "load_after": _load_avg(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         "load_per_run": "; ".join(f"{r['study']}@{r['to']}: {r['load'].split(',')[0]}" for r in all_runs) or "n/a",
         "search_wall_s": search_wall, "all_runs_wall_s": sum(r["wall_s"] for r in all_runs),
         "trials_target": args.trials, "phase": args.phase, "seeds": args.seeds, "samplers": samplers,
