@@ -227,6 +227,9 @@ def add_eval_args(q: argparse.ArgumentParser) -> None:
     g.add_argument("--full-proxy", action="store_true",
                    help="train the full candidate, not the reduced copy (1 block per stage, half width)")
     g.add_argument("--latency-batch", type=int, default=1, help="batch size of the latency measurement")
+    g.add_argument("--latency-threads", type=int, default=None,
+                   help="torch threads for the latency measurement alone (default: the worker's); 1 is the "
+                        "repeatable choice on a CPU shared with other work")
     g.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
 
 
@@ -234,7 +237,8 @@ def eval_config_from_args(args: argparse.Namespace, space: Any):
     from nasconv.evaluate import EvalConfig, with_train_overrides
 
     cfg = EvalConfig(data=args.data, data_dir=args.data_dir, proxy=args.proxy, device=args.device,
-                     latency=not args.no_latency, latency_batch=args.latency_batch)
+                     latency=not args.no_latency, latency_batch=args.latency_batch,
+                     latency_threads=args.latency_threads)
     extra = dict(space.proxy_settings)
     if args.full_proxy:
         extra = {"max_depth": None, "width_factor": 1.0, "small_stem": False}

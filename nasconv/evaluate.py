@@ -53,6 +53,11 @@ class EvalConfig:
     zc_batch: int = 64
     #: torch threads in the evaluating process (None: leave torch's default)
     threads: int | None = None
+    #: torch threads for the latency measurement alone (None: the evaluating process's). Part of
+    #: the cache key when set: a 1-thread latency is another measurement than a 2-thread one. On a
+    #: CPU shared with other work 1 thread is the repeatable choice (a busy core stalls every
+    #: parallel region; benchmarks/search_quality.py: retest rank correlation 0.45 at 2, 0.78 at 1)
+    latency_threads: int | None = None
 
     def check(self) -> None:
         if self.proxy not in PROXIES:
@@ -61,6 +66,8 @@ class EvalConfig:
             raise UsageError(f"latency batch size must be >= 1, got {self.latency_batch}")
         if self.threads is not None and self.threads < 1:
             raise UsageError(f"threads must be >= 1, got {self.threads}")
+        if self.latency_threads is not None and self.latency_threads < 1:
+            raise UsageError(f"latency threads must be >= 1, got {self.latency_threads}")
         self.train.check()
 
     def to_dict(self) -> dict[str, Any]:
@@ -82,6 +89,9 @@ class EvalConfig:
         d = self.to_dict()
         for k in UNKEYED_SETTINGS:
             d.pop(k)
+        if self.latency_threads is None:
+            # unset: the key stays what it was before the setting existed (stored studies resume)
+            d.pop("latency_threads")
         d["device"] = resolve_device_kind(self.device)
         if self.proxy != "train":
             # a zero-cost score depends on the initialisation (seed) and the input size, not on
@@ -152,8 +162,14 @@ def evaluate(arch: ArchSpec, config: EvalConfig | None = None, *,
     if cfg.latency:
         res_px = cfg.latency_resolution or arch.resolution
         torch.manual_seed(cfg.train.seed)
-        lat = measure_latency(build_model(arch), in_channels=arch.in_channels, resolution=res_px,
-                              batch_size=cfg.latency_batch, device=device, max_time_s=cfg.latency_max_time_s)
+        threads_before = torch.get_num_threads()
+        if cfg.latency_threads:
+            torch.set_num_threads(cfg.latency_threads)
+        try:
+            lat = measure_latency(build_model(arch), in_channels=arch.in_channels, resolution=res_px,
+                                  batch_size=cfg.latency_batch, device=device, max_time_s=cfg.latency_max_time_s)
+        finally:
+            torch.set_num_threads(threads_before)
         out.update(latency_ms=lat.median_ms, latency_iqr_ms=lat.iqr_ms, latency_rel_iqr=lat.rel_iqr,
                    latency_repeats=lat.repeats, latency_capped=lat.capped, latency_batch=lat.batch_size,
                    latency_resolution=lat.resolution, device=lat.device, device_name=lat.device_name,

@@ -110,6 +110,8 @@ BAD = [
     (["evaluate", "--space", "resnet20", "--data", "mnist-digits"], 2, "unknown dataset 'mnist-digits'"),
     (["evaluate", "--space", "resnet20", "--data", "imagefolder:/no/such/dir"], 1, "/no/such/dir"),
     (["evaluate", "--space", "resnet20", "--epochs", "0"], 2, "epochs must be >= 1"),
+    (["evaluate", "--space", "resnet20", "--latency-threads", "0"], 2, "latency threads must be >= 1"),
+    (["search", "--space", "resnet20", "--latency-threads", "0"], 2, "latency threads must be >= 1"),
     (["search", "--space", "resnet20", "--trials", "0"], 2, "--trials must be >= 1"),
     (["search", "--space", "resnet20", "--sampler", "cmaes"], 2, "unknown sampler 'cmaes'"),
     (["search", "--space", "resnet20", "--objectives", "accuracy,energy"], 2, "unknown objective 'energy'"),

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from nasconv.build import build_model
-from nasconv.errors import DeviceError, UnknownNameError
+from nasconv.errors import DeviceError, UnknownNameError, UsageError
 from nasconv.evaluate import EvalConfig, evaluate, with_train_overrides
 from nasconv.profile import measure_latency, resolve_device
 from nasconv.proxies import ZERO_COST_PROXIES
@@ -64,6 +64,35 @@ def test_settings_key():
     for change in ({"seed": 1}, {"resolution": 64}):
         assert EvalConfig(proxy="synflow").settings_key() != with_train_overrides(
             EvalConfig(proxy="synflow"), **change).settings_key()
+
+
+def test_latency_threads_is_keyed_only_when_set():
+    # unset, the key is the one stored studies and caches were written with before the setting
+    # existed (these values are what nasconv computed then), so they resume and hit their caches
+    assert EvalConfig().settings_key() == "7813a8cababd694d"
+    assert EvalConfig(proxy="synflow").settings_key() == "4267f7b3a12e11b2"
+    assert "latency_threads" not in EvalConfig().keyed_settings()
+    # set, it is another measurement
+    assert EvalConfig(latency_threads=1).settings_key() != EvalConfig().settings_key()
+    assert EvalConfig(latency_threads=1).settings_key() != EvalConfig(latency_threads=2).settings_key()
+    assert EvalConfig.from_dict(EvalConfig(latency_threads=1).to_dict()).latency_threads == 1
+    with pytest.raises(UsageError, match="latency threads must be >= 1"):
+        EvalConfig(latency_threads=0).check()
+
+
+def test_latency_threads_apply_to_the_measurement_alone():
+    arch = load_space("resnet20").baseline()
+    before = torch.get_num_threads()
+    try:
+        m = evaluate(arch, EvalConfig(proxy="params", train=QUICK, threads=2, latency_threads=1,
+                                      latency_max_time_s=0.5))
+        assert m["threads"] == 1 and m["latency_ms"] > 0
+        # the evaluating process's own thread count is back for whatever comes next
+        assert torch.get_num_threads() == 2
+        m = evaluate(arch, EvalConfig(proxy="params", train=QUICK, threads=2, latency_max_time_s=0.5))
+        assert m["threads"] == 2
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_zero_cost_score_follows_the_seed():
