@@ -559,7 +559,7 @@ def markdown(meta: dict[str, Any], an: dict[str, Any], text: str, png: bool) -> 
         f"time {meta['all_runs_wall_s'] / 60:.0f} min over {len(meta['all_runs'])} run(s) (study x phase), "
         f"{len(runs)} of them in the invocation that wrote this report",
         f"- torch {meta['torch']}, Optuna {meta['optuna']}, Python {meta['python']}; CPU: {meta['cpu']} "
-        f"({meta['cpu_count']} logical CPUs), inline runner, torch threads {meta['threads']}, "
+        f"({meta['cpu_count']} logical CPUs), inline runner, torch threads {ev.get('threads')}, "
         f"OMP_WAIT_POLICY={meta['omp_wait_policy']}",
         f"- load average (1/5/15 min) when the first run ended: "
         f"{meta['all_runs'][0]['load'] if meta['all_runs'] else 'n/a'}, when the last ended: "
@@ -689,7 +689,7 @@ def main(argv: list[str] | None = None) -> int:
         "torch": torch.__version__, "optuna": optuna.__version__, "python": platform.python_version(),
         "cpu": cpu_model(), "cpu_count": os.cpu_count(), "git": git_revision(), "storage": storage,
         "space": args.space, "budget": args.budget, "resolution": load_space(args.space).resolution, "stem": stem,
-        "threads": args.threads, "load_before": load_before, "load_after": _load_avg(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+        "load_before": load_before, "load_after": _load_avg(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         "load_per_run": "; ".join(f"{r['study']}@{r['to']}: {r['load'].split(',')[0]}" for r in all_runs) or "n/a",
         "search_wall_s": search_wall, "all_runs_wall_s": sum(r["wall_s"] for r in all_runs),
         "trials_target": args.trials, "phase": args.phase, "seeds": args.seeds, "samplers": samplers,
