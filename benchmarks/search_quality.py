@@ -76,7 +76,8 @@ SAMPLERS = ("nsga2", "tpe", "random")
 #: 2-thread forward pass is only ~10% faster than a 1-thread one but its median latency is about
 #: 2.5x less repeatable (repeated measurements of 10 architectures: median deviation 7.3% with 2
 #: threads, 2.9% with 1), because one busy core stalls every parallel region. The 7-seed run at
-#: 2 threads (results/search_quality-threads2.md) retested at Spearman 0.45: mostly noise.
+#: 2 threads (results/search_quality-threads2.md, on an Intel Xeon) retested at Spearman 0.45:
+#: mostly noise (the 10-seed run at 1 thread, on an AMD EPYC: 0.78).
 THREADS = 1
 
 

@@ -56,7 +56,7 @@ class EvalConfig:
     #: torch threads for the latency measurement alone (None: the evaluating process's). Part of
     #: the cache key when set: a 1-thread latency is another measurement than a 2-thread one. On a
     #: CPU shared with other work 1 thread is the repeatable choice (a busy core stalls every
-    #: parallel region; benchmarks/search_quality.py: retest rank correlation 0.45 at 2, 0.78 at 1)
+    #: parallel region; side by side on one 2-core machine its median latency varied 2.5x less)
     latency_threads: int | None = None
 
     def check(self) -> None:
