@@ -36,10 +36,11 @@ from nasconv.cost import estimate_cost
 from nasconv.errors import BudgetError, NasconvError, StorageError, UnknownNameError, UsageError
 from nasconv.evaluate import EvalConfig, evaluate
 from nasconv.pareto import first_per_architecture
-from nasconv.runners import fault_point
+from nasconv.faults import fault_point
 from nasconv.spaces import SearchSpace, load_space
 from nasconv.storage import (DEFAULT_STORAGE, GRACE_PERIOD_S, HEARTBEAT_INTERVAL_S, FrontSnapshot, NasconvTables,
-                             is_database_locked, locked_error, open_storage, set_user_attrs)
+                             is_database_locked, locked_error, open_storage)
+from nasconv._optuna import set_user_attrs
 
 SAMPLERS = ("nsga2", "tpe", "gp", "random")
 #: objective name -> (metric key, direction)

@@ -403,3 +403,16 @@ def _parse_choices(data: Any, path: str, where: _Path) -> tuple[OpChoice, ...]:
             if op not in ops:
                 ops.append(op)
     return tuple(ops)
+
+
+def load_arch(space: SearchSpace, arg: str) -> ArchSpec:
+    """``baseline`` or a JSON file written by ``nasconv sample`` / ``export``; checked against the space."""
+    if arg == "baseline":
+        return space.baseline()
+    try:
+        text = Path(arg).read_text()
+    except OSError as exc:
+        raise SpaceError(f"cannot read architecture file {arg}: {exc.strerror}") from None
+    arch = ArchSpec.from_json(text)
+    space.check_arch(arch)
+    return arch

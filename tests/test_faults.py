@@ -2,7 +2,7 @@
 points and run again, a worker killed mid-evaluation, drivers that died elsewhere, two drivers
 on one SQLite file, a database locked for too long.
 
-Kills are placed with the test hook of nasconv.runners.fault_point (NASCONV_TEST_CRASH_AT), and
+Kills are placed with the test hook of nasconv.faults.fault_point (NASCONV_TEST_CRASH_AT), and
 every point passed is traced (NASCONV_TEST_TRACE) to count evaluations per architecture.
 """
 

@@ -8,7 +8,8 @@ import optuna
 import pytest
 
 from nasconv.errors import StorageError
-from nasconv.storage import open_storage, set_user_attrs
+from nasconv._optuna import set_user_attrs
+from nasconv.storage import open_storage
 
 ATTRS = {"arch": {"stages": [{"op": "tbc", "hyper": {"blocks": 4}}]}, "macs": 4_089_184_256, "ratio": 0.25,
          "ok": True, "none": None, "name": "résumé ✓", "list": [1, 2.5, "x"]}

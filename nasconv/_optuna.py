@@ -1,0 +1,94 @@
+"""Every use of Optuna's private API, behind one small module.
+
+Optuna offers no public way to do these; each wrapper names the private call it makes, and
+``tests/test_optuna_compat.py`` pins what each returns, so that an Optuna upgrade that moves one
+fails there first rather than deep in a search.
+
+May import: Optuna, SQLAlchemy, numpy. Nothing of nasconv.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Sequence
+
+import numpy as np
+import optuna
+from optuna.study import StudyDirection
+from optuna.trial import FrozenTrial
+
+
+def trial_id(trial: optuna.trial.BaseTrial) -> int:
+    """The storage's id of a trial (``Trial._trial_id`` / ``FrozenTrial._trial_id``)."""
+    return trial._trial_id
+
+
+def study_id(study: optuna.Study) -> int:
+    """The storage's id of a study (``Study._study_id``)."""
+    return study._study_id
+
+
+def stale_trial_ids(storage: optuna.storages.BaseStorage, study: optuna.Study) -> set[int]:
+    """Ids of the study's RUNNING trials whose heartbeat is older than the storage's grace period
+    (``RDBStorage._get_stale_trial_ids``); empty for a storage without heartbeats."""
+    getter = getattr(storage, "_get_stale_trial_ids", None)
+    if getter is None:
+        return set()
+    return set(getter(study_id(study)))
+
+
+def feasible_pareto_front(trials: Sequence[FrozenTrial], directions: Sequence[StudyDirection]) -> list[FrozenTrial]:
+    """The Pareto-optimal trials among ``trials``, honouring constraints when any trial has them:
+    what ``Study.best_trials`` computes, from a list the caller already read
+    (``optuna.study._multi_objective._get_pareto_front_trials_by_trials`` with
+    ``optuna.study._constrained_optimization._is_constrained_optimization``)."""
+    from optuna.study._constrained_optimization import _is_constrained_optimization
+    from optuna.study._multi_objective import _get_pareto_front_trials_by_trials
+
+    trials = list(trials)
+    return list(_get_pareto_front_trials_by_trials(trials, list(directions),
+                                                   consider_constraint=_is_constrained_optimization(trials)))
+
+
+def hypervolume(losses: np.ndarray, reference: np.ndarray) -> float:
+    """Hypervolume dominated by ``losses`` (rows of minimised objectives, each below
+    ``reference``) up to ``reference`` (``optuna._hypervolume.compute_hypervolume``)."""
+    from optuna._hypervolume import compute_hypervolume
+
+    return float(compute_hypervolume(np.asarray(losses, dtype=float), np.asarray(reference, dtype=float)))
+
+
+def set_user_attrs(trial: optuna.trial.Trial, attrs: dict[str, Any]) -> None:
+    """Set several user attributes of a running trial in one transaction.
+
+    ``Trial.set_user_attr`` commits once per attribute, after two queries; a trial's two dozen
+    metrics would cost two dozen commits. On an RDB storage (SQLite, PostgreSQL) this checks the
+    trial once, as Optuna does (it must still be running), and upserts every attribute in one
+    statement into Optuna's own table (``optuna.storages._rdb.models``,
+    ``_create_scoped_session``, ``Trial._cached_frozen_trial``); on any other storage it falls
+    back to ``set_user_attr``.
+    """
+    if not attrs:
+        return
+    backend = getattr(trial.storage, "_backend", trial.storage)
+    if not isinstance(backend, optuna.storages.RDBStorage) or backend.engine.name not in ("sqlite", "postgresql"):
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+        return
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+
+    if backend.engine.name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:
+        from sqlalchemy.dialects.postgresql import insert
+    table = models.TrialUserAttributeModel
+    rows = [{"trial_id": trial_id(trial), "key": k, "value_json": json.dumps(v)} for k, v in attrs.items()]
+    stmt = insert(table).values(rows)
+    stmt = stmt.on_conflict_do_update(index_elements=[table.trial_id, table.key],
+                                      set_={"value_json": stmt.excluded.value_json})
+    with _create_scoped_session(backend.scoped_session) as session:
+        row = models.TrialModel.find_or_raise_by_id(trial_id(trial), session)
+        backend.check_trial_is_updatable(trial_id(trial), row.state)
+        session.execute(stmt)
+    trial._cached_frozen_trial.user_attrs.update(attrs)

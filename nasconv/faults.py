@@ -1,0 +1,37 @@
+"""Test seams for the fault-tolerance tests: places where a test may trace, delay or kill a process.
+
+Does nothing unless one of the ``NASCONV_TEST_*`` variables is set. May import: the standard library.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from typing import Any
+
+_fault_counts: dict[str, int] = {}
+
+
+def fault_point(name: str, detail: Any = "") -> None:
+    """Test hook for the fault-tolerance tests; does nothing unless one of these is set.
+
+    ``NASCONV_TEST_TRACE=FILE`` appends ``name detail pid`` to FILE at each point passed.
+    ``NASCONV_TEST_CRASH_AT=name:n`` SIGKILLs this process the n-th time it reaches ``name``
+    (points: ``during_eval`` in :func:`run_job`; ``after_ask``, ``before_tell``, ``after_tell``,
+    ``during_snapshot`` in the search driver).
+    ``NASCONV_TEST_DELAY=name:seconds`` sleeps there (makes "mid-evaluation" a wide window).
+    """
+    trace, crash = os.environ.get("NASCONV_TEST_TRACE"), os.environ.get("NASCONV_TEST_CRASH_AT")
+    delay = os.environ.get("NASCONV_TEST_DELAY")
+    if trace:
+        with open(trace, "a") as f:
+            f.write(f"{name} {detail} {os.getpid()}\n")
+    if delay and delay.partition(":")[0] == name:  # after the trace: a test sees the point, then acts
+        time.sleep(float(delay.partition(":")[2] or 1))
+    if not crash:
+        return
+    if crash and crash.partition(":")[0] == name:
+        _fault_counts[name] = _fault_counts.get(name, 0) + 1
+        if _fault_counts[name] == int(crash.partition(":")[2] or 1):
+            os.kill(os.getpid(), signal.SIGKILL)

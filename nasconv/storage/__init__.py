@@ -1,0 +1,20 @@
+"""Study storage: Optuna's RDB storage plus nasconv's own tables in the same database, and the
+weights a search keeps beside it.
+
+``open_storage(url)`` gives an ``optuna.storages.RDBStorage`` (with heartbeats, so that trials
+of a driver that died can be failed) and :class:`NasconvTables` for the evaluation cache, the
+Pareto-front snapshots and the study attributes the first driver decides. Any SQLAlchemy URL
+works: ``sqlite:///studies/nasconv.db`` by default (one driver per file; a second one waits for
+the first's writes), ``postgresql+psycopg://user@host/db`` for several drivers and clusters.
+
+May import: errors, the Optuna compatibility module, Optuna and SQLAlchemy; nothing of search,
+evaluation or the CLI.
+"""
+
+from nasconv.storage.connect import open_storage
+from nasconv.storage.database import (DEFAULT_STORAGE, GRACE_PERIOD_S, HEARTBEAT_INTERVAL_S, SQLITE_TIMEOUT_S,
+                                      is_database_locked, locked_error, parse_url, safe_url)
+from nasconv.storage.tables import FrontSnapshot, NasconvTables
+
+__all__ = ["DEFAULT_STORAGE", "GRACE_PERIOD_S", "HEARTBEAT_INTERVAL_S", "SQLITE_TIMEOUT_S", "FrontSnapshot",
+           "NasconvTables", "is_database_locked", "locked_error", "open_storage", "parse_url", "safe_url"]
