@@ -283,7 +283,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from nasconv.pareto import front_table
+    from nasconv.results import front_table
     from nasconv.search import SearchConfig, run_search
     from nasconv.spaces import load_space
 
@@ -312,7 +312,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_pareto(args: argparse.Namespace) -> int:
-    from nasconv.pareto import front_table, load_study, plot_front, study_summary
+    from nasconv.results import front_table, load_study, plot_front, study_summary
 
     study, tables = load_study(args.study, args.storage)
     summary = study_summary(study, tables)

@@ -844,7 +844,7 @@ def select_trials(study: Any, *, trial: int | None = None, pareto: bool = False,
     """The trials ``--trial N`` / ``--pareto`` / ``--best METRIC`` name, checked to have been evaluated."""
     from optuna.trial import TrialState
 
-    from nasconv.pareto import study_front
+    from nasconv.results import study_front
 
     name = study.study_name
     if sum((trial is not None, pareto, best is not None)) != 1:
@@ -886,7 +886,7 @@ def export_study(study_name: str, out: str | Path, *, storage: str | None = None
                  pareto: bool = False, best: str | None = None, weights: bool = False, torchscript: bool = False,
                  onnx: bool = False, force: bool = False) -> list[Path]:
     """Export trials of a study (one, its Pareto front, or the best on one metric)."""
-    from nasconv.pareto import load_study
+    from nasconv.results import load_study
     from nasconv.storage import DEFAULT_STORAGE, parse_url, safe_url
 
     storage = storage or DEFAULT_STORAGE

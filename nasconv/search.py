@@ -35,7 +35,7 @@ from nasconv.budget import Budget, check_feasible, format_count, parse_budget
 from nasconv.cost import estimate_cost
 from nasconv.errors import BudgetError, NasconvError, StorageError, UnknownNameError, UsageError
 from nasconv.evaluate import EvalConfig, evaluate
-from nasconv.pareto import first_per_architecture
+from nasconv.results import feasible_front, first_per_architecture, hypervolume, losses, trial_summary
 from nasconv.faults import fault_point
 from nasconv.spaces import SearchSpace, load_space
 from nasconv.storage import (DEFAULT_STORAGE, GRACE_PERIOD_S, HEARTBEAT_INTERVAL_S, FrontSnapshot, NasconvTables,
@@ -947,11 +947,6 @@ class SearchDriver:
             hypervolume=self.last_hv, baseline=baseline, interrupted=interrupted)
 
 
-def trial_summary(t: optuna.trial.FrozenTrial) -> dict[str, Any]:
-    a = t.user_attrs
-    return {"trial": t.number, "ops": a.get("ops"), "arch_hash": a.get("arch_hash"), "macs": a.get("macs"),
-            "params": a.get("params"), "latency_ms": a.get("latency_ms"), "accuracy": a.get("accuracy"),
-            "score": a.get("score"), "values": list(t.values or []), "arch": a.get("arch")}
 
 
 def run_search(cfg: SearchConfig, *, evaluator: Callable[..., dict[str, Any]] = evaluate,

@@ -271,7 +271,7 @@ class SearchCLI:
         import sqlalchemy as sa
         from optuna.trial import TrialState
 
-        from nasconv.pareto import study_front
+        from nasconv.results import study_front
         from nasconv.storage import NasconvTables
 
         study = self.study(storage, name)

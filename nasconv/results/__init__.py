@@ -1,0 +1,14 @@
+"""Reading results: the Pareto front and its hypervolume, trial and study summaries, the front as
+a table or a plot. What ``nasconv pareto`` and the search driver share.
+
+May import: errors, budget, storage, the Optuna compatibility module; nothing of search or the CLI.
+"""
+
+from nasconv.results.front import (EVALUATED, feasible_front, first_per_architecture, hypervolume, losses,
+                                   study_front)
+from nasconv.results.plot import plot_front
+from nasconv.results.summary import load_study, study_summary, trial_summary
+from nasconv.results.table import front_table
+
+__all__ = ["EVALUATED", "feasible_front", "first_per_architecture", "front_table", "hypervolume", "load_study",
+           "losses", "plot_front", "study_front", "study_summary", "trial_summary"]

@@ -1,0 +1,48 @@
+"""The front as a picture: every evaluated trial, the front, the baseline."""
+
+from __future__ import annotations
+
+import optuna
+from optuna.trial import TrialState
+
+from nasconv.errors import StorageError
+from nasconv.results.front import study_front
+
+
+def plot_front(study: optuna.Study, path: str) -> None:
+    """Accuracy vs latency (or the study's first two objectives): all trials, the front, the baseline."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    objectives = study.user_attrs.get("objectives") or ["accuracy", "latency"]
+    keys = {"accuracy": "score", "latency": "latency_ms", "macs": "macs", "params": "params"}
+    xo, yo = (objectives[1], objectives[0]) if len(objectives) > 1 else ("macs", objectives[0])
+    xk, yk = keys[xo], keys[yo]
+    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if t.user_attrs.get("status") in ("evaluated", "cached")]
+    front = study_front(study)
+    fig, ax = plt.subplots(figsize=(7, 5), dpi=110)
+    ax.scatter([t.user_attrs.get(xk) for t in done], [t.user_attrs.get(yk) for t in done], s=18, c="0.6",
+               label=f"evaluated ({len(done)})")
+    pts = sorted((t.user_attrs.get(xk), t.user_attrs.get(yk)) for t in front)
+    if pts:
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", c="tab:red", label=f"Pareto front ({len(pts)})")
+    base = study.user_attrs.get("baseline") or {}
+    if base.get(xk) is not None and base.get(yk) is not None:
+        ax.scatter([base[xk]], [base[yk]], marker="*", s=220, c="tab:blue", label="baseline (all standard)",
+                   zorder=5)
+    ax.set_xlabel({"latency": "latency (ms)", "macs": "MACs", "params": "parameters"}.get(xo, xo))
+    proxy = (study.user_attrs.get("eval_config") or {}).get("proxy", "train")
+    ax.set_ylabel(yo if yo != "accuracy" else ("validation accuracy" if proxy == "train" else f"{proxy} score"))
+    ax.set_title(f"{study.study_name}")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    try:
+        fig.savefig(path)
+    except OSError as exc:
+        raise StorageError(f"cannot write the plot to {path}: {exc.strerror}") from None
+    finally:
+        plt.close(fig)
