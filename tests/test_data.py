@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from nasconv import data
-from nasconv.data import Dataset, load_dataset, prepare_batch, subset
+from nasconv.data import Dataset, fashion_mnist, load_dataset, prepare_batch, subset
 from nasconv.errors import DataError, NasconvError, UnknownNameError, UsageError
 
 
@@ -44,12 +44,12 @@ def _isolated(monkeypatch, tmp_path):
     """No test sees another's cache entries, the user's NASCONV_DATA, or the network."""
     data.clear_cache()
     monkeypatch.delenv("NASCONV_DATA", raising=False)
-    monkeypatch.setattr(data, "FASHION_MNIST_CACHE_DIR", tmp_path / "home-cache")
+    monkeypatch.setattr(fashion_mnist, "FASHION_MNIST_CACHE_DIR", tmp_path / "home-cache")
 
     def no_network(url, dest):
         raise urllib.error.URLError("network blocked in tests")
 
-    monkeypatch.setattr(data, "_download_file", no_network)
+    monkeypatch.setattr(fashion_mnist, "_download_file", no_network)
     yield
     data.clear_cache()
 
@@ -108,7 +108,7 @@ def test_cache_notices_changed_files(tmp_path):
 
 
 def test_missing_everywhere_names_every_way(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "SYSTEM_FASHION_MNIST_DIR", tmp_path / "not-installed")
+    monkeypatch.setattr(fashion_mnist, "SYSTEM_FASHION_MNIST_DIR", tmp_path / "not-installed")
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError) as info:
         load_dataset("fashion-mnist", data_dir=tmp_path / "empty")
@@ -120,7 +120,7 @@ def test_missing_everywhere_names_every_way(tmp_path, monkeypatch):
 
 
 def test_download_fills_the_cache(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "SYSTEM_FASHION_MNIST_DIR", tmp_path / "not-installed")
+    monkeypatch.setattr(fashion_mnist, "SYSTEM_FASHION_MNIST_DIR", tmp_path / "not-installed")
     source = write_fake_fashion(tmp_path / "mirror")
     fetched = []
 
@@ -128,9 +128,9 @@ def test_download_fills_the_cache(tmp_path, monkeypatch):
         fetched.append(url)
         dest.write_bytes((source / url.rsplit("/", 1)[1]).read_bytes())
 
-    monkeypatch.setattr(data, "_download_file", fake_download)
+    monkeypatch.setattr(fashion_mnist, "_download_file", fake_download)
     ds = load_dataset()
-    assert len(fetched) == 4 and fetched[0].startswith(data.FASHION_MNIST_MIRRORS[0])
+    assert len(fetched) == 4 and fetched[0].startswith(fashion_mnist.FASHION_MNIST_MIRRORS[0])
     assert len(ds.train_y) == 20 and ds.source == str(tmp_path / "home-cache")
 
 
