@@ -8,7 +8,7 @@ BUDGET ?= 4gflops
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.nasconv-installed
 
-.PHONY: setup data search test test-fast bench clean
+.PHONY: setup data search test test-fast lint bench clean
 
 setup: $(STAMP) data
 
@@ -30,8 +30,13 @@ data:
 search: setup
 	$(BIN)/nasconv search --space $(SPACE) --budget $(BUDGET)
 
-test: setup
+test: setup lint
 	$(BIN)/python -m pytest -q
+
+# One-way layers (import-linter contract in pyproject.toml) and ruff's checks.
+lint: setup
+	$(BIN)/lint-imports
+	$(BIN)/ruff check nasconv tests benchmarks
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow"

@@ -21,9 +21,8 @@ from pathlib import Path
 import torch
 
 from nasconv.build import build_model
-from nasconv.cost import _estimate
+from nasconv.cost import clear_cost_caches, estimate_cost
 from nasconv.flops import measure_cost
-from nasconv.ops._registry import _op_cost_cached
 from nasconv.spaces import list_spaces, load_space
 
 
@@ -40,11 +39,10 @@ def main() -> None:
         archs = [space.sample(random.Random(i)) for i in range(args.n)]
         runs = []
         for _ in range(args.repeats):
-            _estimate.cache_clear()
-            _op_cost_cached.cache_clear()
+            clear_cost_caches()
             t0 = time.perf_counter()
             for a in archs:
-                _estimate(a, None, None, None)
+                estimate_cost(a)
             runs.append((time.perf_counter() - t0) / len(archs) * 1e3)
         meta = []
         for a in archs[:10]:

@@ -41,12 +41,12 @@ from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
+from _common import OtherCpu, cpu_model, git_revision, keep_freed_memory
 from torch import nn
 
 from nasconv.ops import create_op, get_op, list_ops, op_cost
 from nasconv.ops.dynamic import CondConv2d, DynamicConv2d
 from nasconv.ops.tied import TiedBlockConv2d
-from _common import OtherCpu, cpu_model, git_revision, keep_freed_memory
 
 #: ResNet-50's 3x3 convolutions: (channels, height = width) of stages conv2_x .. conv5_x
 SHAPES: tuple[tuple[int, int], ...] = ((64, 56), (128, 28), (256, 14), (512, 7))

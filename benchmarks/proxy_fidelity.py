@@ -47,6 +47,8 @@ from typing import Any
 
 import numpy as np
 import torch
+from _common import OtherCpu, cpu_model, git_revision
+from _common import write_atomic as _write_atomic
 
 from nasconv.cost import estimate_cost
 from nasconv.data import load_dataset
@@ -54,7 +56,6 @@ from nasconv.evaluate import EvalConfig, evaluate
 from nasconv.proxies import ZERO_COST_PROXIES
 from nasconv.spaces import load_space
 from nasconv.train import TrainConfig, reduced_copy
-from _common import OtherCpu, cpu_model, git_revision, write_atomic as _write_atomic
 
 #: the default proxy first, then the zero-cost ones; every one is compared with REFERENCE
 PROXY_ORDER: tuple[str, ...] = ("train",) + ZERO_COST_PROXIES

@@ -39,19 +39,19 @@ import random
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np
 import optuna
+from _common import cpu_model, git_revision
+from search_quality import BUDGET, SPACE, eval_config, hv2d
 
 from nasconv.budget import parse_budget
 from nasconv.cost import estimate_cost
 from nasconv.search import make_sampler, suggest_arch
 from nasconv.spaces import load_space
-from _common import cpu_model, git_revision
-from search_quality import BUDGET, SPACE, eval_config, hv2d
 
 RESULTS = Path(__file__).parent / "results"
 EVALS = RESULTS / "sampler_surrogate-evals.jsonl"

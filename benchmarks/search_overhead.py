@@ -53,16 +53,17 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import optuna
 import sqlalchemy as sa
 import torch
+from _common import cpu_model, git_revision
+from _common import load_avg as _load_avg
 
-from nasconv import __version__
+from nasconv._version import __version__
 from nasconv.arch import ArchSpec
 from nasconv.budget import parse_budget
 from nasconv.cost import estimate_cost
-from nasconv.evaluate import EvalConfig, evaluate
+from nasconv.evaluate import EvalConfig, EvaluationJob, evaluate
 from nasconv.search import SearchConfig, SearchDriver, make_sampler, suggest_arch
 from nasconv.spaces import load_space
 from nasconv.train import TrainConfig
-from _common import cpu_model, git_revision, load_avg as _load_avg
 
 SPACE = "resnet50"
 BUDGET = "4gflops"
@@ -238,7 +239,7 @@ def ray_startup() -> tuple[Any, dict[str, float]]:
     init_s = time.perf_counter() - t0
     arch = load_space(SPACE).baseline()
     t0 = time.perf_counter()
-    runner.submit("warm-up", trivial_evaluate, arch.to_dict(), EVAL.to_dict())
+    runner.submit("warm-up", EvaluationJob(trivial_evaluate), arch.to_dict(), EVAL.to_dict())
     done: list = []
     while not done:
         done = runner.wait(timeout=1.0)
@@ -246,7 +247,7 @@ def ray_startup() -> tuple[Any, dict[str, float]]:
     if done[0][2]:
         raise RuntimeError(f"the Ray warm-up task failed: {done[0][2]}")
     t0 = time.perf_counter()
-    runner.submit("warm-up-2", trivial_evaluate, arch.to_dict(), EVAL.to_dict())
+    runner.submit("warm-up-2", EvaluationJob(trivial_evaluate), arch.to_dict(), EVAL.to_dict())
     done = []
     while not done:
         done = runner.wait(timeout=1.0)
@@ -256,18 +257,18 @@ def ray_startup() -> tuple[Any, dict[str, float]]:
 
 #: (file suffix, function name, label) of the calls the profile table reports
 PROFILED = (
-    ("nasconv/search.py", "_ask_one", "SearchDriver._ask_one (ask, suggest, cost, attrs, cache lookup, submit)"),
-    ("nasconv/search.py", "suggest_arch", "  suggest_arch (the sampler's suggest_categorical calls)"),
+    ("nasconv/search/driver.py", "_ask_one", "SearchDriver._ask_one (ask, suggest, cost, attrs, cache lookup, submit)"),
+    ("nasconv/search/params.py", "suggest_arch", "  suggest_arch (the sampler's suggest_categorical calls)"),
     ("optuna/study/study.py", "ask", "  Study.ask"),
-    ("nasconv/storage.py", "get_cached", "  NasconvTables.get_cached"),
-    ("nasconv/search.py", "_finish", "SearchDriver._finish (cache the result, tell)"),
-    ("nasconv/storage.py", "put_cached", "  NasconvTables.put_cached"),
-    ("nasconv/search.py", "_tell_metrics",
+    ("nasconv/storage/tables.py", "get_cached", "  NasconvTables.get_cached"),
+    ("nasconv/search/driver.py", "_finish", "SearchDriver._finish (cache the result, tell)"),
+    ("nasconv/storage/tables.py", "put_cached", "  NasconvTables.put_cached"),
+    ("nasconv/search/driver.py", "_tell_metrics",
      "  SearchDriver._tell_metrics (all calls; a cached trial calls it from _ask_one)"),
     ("optuna/study/study.py", "tell", "    Study.tell"),
-    ("nasconv/search.py", "snapshot", "    SearchDriver.snapshot (front, HV, stored snapshot)"),
-    ("nasconv/storage.py", "add_snapshot", "      NasconvTables.add_snapshot"),
-    ("nasconv/search.py", "evaluated_count", "SearchDriver.evaluated_count (all calls)"),
+    ("nasconv/search/driver.py", "snapshot", "    SearchDriver.snapshot (front, HV, stored snapshot)"),
+    ("nasconv/storage/tables.py", "add_snapshot", "      NasconvTables.add_snapshot"),
+    ("nasconv/search/driver.py", "evaluated_count", "SearchDriver.evaluated_count (all calls)"),
     ("optuna/trial/_trial.py", "set_user_attr", "Trial.set_user_attr (all calls)"),
     ("optuna/trial/_trial.py", "set_constraint", "Trial.set_constraint (all calls)"),
     ("optuna/storages/_cached_storage.py", "get_all_trials", "storage get_all_trials (all calls)"),

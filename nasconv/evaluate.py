@@ -16,12 +16,13 @@ from typing import Any, Callable
 
 import torch
 
-from nasconv import __version__
+from nasconv._version import __version__
 from nasconv.arch import ArchSpec
 from nasconv.build import build_model
 from nasconv.cost import estimate_cost
 from nasconv.data import load_dataset, prepare_batch, subset
 from nasconv.errors import UnknownNameError, UsageError
+from nasconv.faults import fault_point
 from nasconv.profile import measure_latency, resolve_device
 from nasconv.proxies import ZERO_COST_PROXIES, zero_cost_score
 from nasconv.train import TrainConfig, train_candidate
@@ -116,7 +117,7 @@ def evaluate(arch: ArchSpec, config: EvalConfig | None = None, *,
     """Accuracy (or proxy score), latency, params, MACs, timings and flags of one architecture.
 
     With ``keep_weights`` (training proxy) the trained network comes back too, as
-    ``metrics["weights"]`` (:func:`nasconv.export.weights_payload`), for export.
+    ``metrics["weights"]`` (:func:`nasconv.checkpoint.weights_payload`), for export.
     """
     cfg = config or EvalConfig()
     cfg.check()
@@ -140,7 +141,7 @@ def evaluate(arch: ArchSpec, config: EvalConfig | None = None, *,
                    diverged_step=res.diverged_step, train_time_s=res.train_time_s, steps=res.steps,
                    proxy_params=res.proxy_params, proxy_macs=res.proxy_macs)
         if res.model is not None and not res.diverged:
-            from nasconv.export import weights_payload
+            from nasconv.checkpoint import weights_payload
 
             out["weights"] = weights_payload(res.model, num_classes=ds.num_classes)
     else:
@@ -183,6 +184,60 @@ def evaluate(arch: ArchSpec, config: EvalConfig | None = None, *,
 def evaluate_keeping_weights(arch: ArchSpec, config: EvalConfig | None = None) -> dict[str, Any]:
     """:func:`evaluate` that also returns the trained weights (what ``search --keep-weights`` runs)."""
     return evaluate(arch, config, keep_weights=True)
+
+
+def keep_weights_problem(space: Any, eval_config: EvalConfig) -> str | None:
+    """Why a search of ``space`` evaluated with ``eval_config`` cannot keep exportable weights, or
+    None when it can: only a proxy that trains the architecture itself gives them."""
+    if eval_config.proxy != "train":
+        return f"--keep-weights needs the training proxy (--proxy train), got {eval_config.proxy!r}"
+    t = eval_config.train
+    if ((t.max_depth is not None and any(t.max_depth < max(st.depths) for st in space.stages))
+            or t.width_factor != 1.0 or (t.small_stem and space.stem == "imagenet")):
+        return ("--keep-weights needs the proxy to train the architecture itself, not a reduced copy "
+                f"(max_depth={t.max_depth}, width_factor={t.width_factor}, small_stem={t.small_stem}): "
+                "add --full-proxy")
+    return None
+
+
+@dataclass(frozen=True)
+class EvaluationJob:
+    """What a worker runs: an evaluator of ``(ArchSpec, EvalConfig)`` over plain data (the
+    architecture's and the settings' dicts) in, plain data out, so that a runner needs to know
+    nothing of evaluation. Picklable when the evaluator is (Ray ships it to its workers)."""
+
+    evaluator: Callable[..., dict[str, Any]] = evaluate
+
+    @property
+    def __wrapped__(self) -> Callable[..., dict[str, Any]]:  # where a runner finds the user's code
+        return self.evaluator
+
+    def __call__(self, arch_dict: dict[str, Any], config_dict: dict[str, Any]) -> dict[str, Any]:
+        arch = ArchSpec.from_dict(arch_dict)
+        fault_point("during_eval", arch.arch_hash)
+        return dict(self.evaluator(arch, EvalConfig.from_dict(config_dict)))
+
+
+#: training settings of ``full_proxy``: the whole candidate, not the reduced copy a space's proxy trains
+FULL_PROXY_SETTINGS: dict[str, Any] = {"max_depth": None, "width_factor": 1.0, "small_stem": False}
+
+
+def eval_config_for(space: Any, *, full_proxy: bool = False, data: str = "fashion-mnist", data_dir: str | None = None,
+                    proxy: str = "train", device: str = "cpu", latency: bool = True, latency_batch: int = 1,
+                    latency_threads: int | None = None, **train_overrides: Any) -> EvalConfig:
+    """The checked evaluation settings for candidates of ``space`` (a :class:`~nasconv.spaces.SearchSpace`).
+
+    Training starts from the space's proxy settings, or with ``full_proxy`` from
+    :data:`FULL_PROXY_SETTINGS` (what exportable weights need); ``train_overrides`` (TrainConfig
+    fields: ``epochs``, ``lr``, ``seed``...) then change single settings, ``None`` values ignored.
+    """
+    cfg = EvalConfig(data=data, data_dir=data_dir, proxy=proxy, device=device, latency=latency,
+                     latency_batch=latency_batch, latency_threads=latency_threads)
+    base = dict(FULL_PROXY_SETTINGS if full_proxy else space.proxy_settings)
+    cfg = replace(cfg, train=replace(cfg.train, **base))  # here None is a value (max_depth: no limit)
+    cfg = with_train_overrides(cfg, **train_overrides)
+    cfg.check()
+    return cfg
 
 
 def with_train_overrides(cfg: EvalConfig, **changes: Any) -> EvalConfig:

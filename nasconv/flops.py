@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from nasconv.ops._registry import Cost
+from nasconv.ops.complexity import Cost
 
 
 def count_params(module: nn.Module) -> int:

@@ -5,6 +5,9 @@ A runner takes ``(key, fn, arch_dict, config_dict)`` jobs and hands back finishe
 instance by default, or a cluster via ``address``); system failures (a worker process killed,
 OOM, a lost node) are retried by Ray, errors raised by the evaluation are not. ``InlineRunner``
 runs them in-process, one at a time (tests, benchmarks, debugging).
+
+A job's ``fn`` is handed in (``nasconv.evaluate.EvaluationJob`` in a search) and called as
+``fn(arch_dict, config_dict)``: this module imports no evaluation code. May import: errors, Ray, torch.
 """
 
 from __future__ import annotations
@@ -14,11 +17,9 @@ import os
 import socket
 import sys
 import time
-import traceback
 from typing import Any, Callable, Hashable
 
 from nasconv.errors import NasconvError
-from nasconv.faults import fault_point
 
 Job = tuple[Hashable, Callable[..., dict[str, Any]], dict[str, Any], dict[str, Any]]
 Done = tuple[Hashable, "dict[str, Any] | None", "str | None"]
@@ -26,18 +27,14 @@ Done = tuple[Hashable, "dict[str, Any] | None", "str | None"]
 
 def run_job(fn: Callable[..., dict[str, Any]], arch_dict: dict[str, Any], config_dict: dict[str, Any],
             threads: int | None = None) -> dict[str, Any]:
-    """What a worker runs: plain data in, plain data out (plus where it ran)."""
+    """What a worker runs: ``fn(arch_dict, config_dict)``, plain data in, plain data out (plus
+    where it ran and how long it took)."""
     import torch
-
-    from nasconv.arch import ArchSpec
-    from nasconv.evaluate import EvalConfig
 
     if threads:
         torch.set_num_threads(threads)
     t0 = time.perf_counter()
-    arch = ArchSpec.from_dict(arch_dict)
-    fault_point("during_eval", arch.arch_hash)
-    result = dict(fn(arch, EvalConfig.from_dict(config_dict)))
+    result = dict(fn(arch_dict, config_dict))
     result.setdefault("node", socket.gethostname())
     result["worker_pid"] = os.getpid()
     result["worker_wall_s"] = time.perf_counter() - t0
@@ -158,12 +155,10 @@ class RayRunner:
             f", {self.workers} worker(s) x {self.cpus_per_worker} CPU" + \
             (f" + {gpus_per_trial:g} GPU" if gpus_per_trial else "")
 
-    def nodes(self) -> list[dict[str, Any]]:
-        return [n for n in self.ray.nodes() if n.get("Alive")]
-
     def submit(self, key: Hashable, fn: Callable[..., dict[str, Any]], arch_dict: dict, config_dict: dict) -> None:
-        mod = sys.modules.get(getattr(fn, "__module__", ""), None)
-        if mod is not None and not fn.__module__.startswith("nasconv."):
+        user_fn = getattr(fn, "__wrapped__", fn)  # a job wrapping a user's evaluator
+        mod = sys.modules.get(getattr(user_fn, "__module__", ""), None)
+        if mod is not None and not user_fn.__module__.startswith("nasconv."):
             # A user's evaluator from a script or test module: ship it by value, since workers
             # may not be able to import that module.
             self.ray.cloudpickle.register_pickle_by_value(mod)
@@ -195,7 +190,8 @@ class RayRunner:
             except self.ray.exceptions.RayTaskError as exc:
                 out.append((key, None, _error_text(exc)))
             except self.ray.exceptions.RayError as exc:  # worker crash, OOM, node died after retries
-                out.append((key, None, f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"[:500]))
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                out.append((key, None, f"{type(exc).__name__}: {first}"[:500]))
         return out
 
     @property
@@ -217,7 +213,3 @@ class RayRunner:
             self.ray.shutdown()
         except Exception:
             pass
-
-
-def describe_error(exc: BaseException) -> str:
-    return "".join(traceback.format_exception_only(type(exc), exc)).strip()

@@ -18,10 +18,9 @@ from typing import Any, Iterable, Mapping
 import yaml
 
 from nasconv.arch import BLOCKS, STEMS, ArchSpec, OpChoice, StageSpec
-from nasconv.build import BasicBlock, Bottleneck, _stem_size, stem_cost
+from nasconv.cost import block_out_size, estimate_cost, head_cost, stage_cost, stem_cost, stem_size
 from nasconv.errors import HyperparameterError, NasconvError, SpaceError, UnknownNameError
 from nasconv.ops import get_op, validate_op
-from nasconv.ops._registry import Cost, bn_cost, conv_cost, linear_cost, out_size
 
 SPACE_SUFFIXES = (".yaml", ".yml")
 
@@ -115,8 +114,6 @@ class SearchSpace:
         return _cost_bounds(self)
 
     def summary(self) -> dict[str, Any]:
-        from nasconv.cost import estimate_cost
-
         base = estimate_cost(self.baseline())
         return {
             "name": self.name, "description": self.description, "source": self.source,
@@ -134,25 +131,13 @@ class SearchSpace:
         }
 
 
-def _stage_cost(st: StageSpace, op: OpChoice, depth: int, width: int, c_in: int, h: int, w: int) -> tuple[Cost, int, int]:
-    total = Cost()
-    for i in range(depth):
-        cb, stride = (c_in, st.stride) if i == 0 else (width * st.expansion, 1)
-        if st.block == "bottleneck":
-            cost, h, w = Bottleneck.complexity(cb, width, stride, op, h, w, st.expansion)
-        else:
-            cost, h, w = BasicBlock.complexity(cb, width, stride, op, h, w)
-        total = total + cost
-    return total, h, w
-
-
 @functools.lru_cache(maxsize=64)
 def _cost_bounds(space: SearchSpace) -> dict[str, int]:
     # Dynamic programming over stages; the state is the stage's output width, which is all that
     # couples one stage's cost to the next one's (spatial sizes do not depend on choices).
     res = space.resolution
     stem = stem_cost(space.stem, space.in_channels, space.stem_width, res)
-    h, w = _stem_size(space.stem, res, res)
+    h, w = stem_size(space.stem, res, res)
     out: dict[str, int] = {}
     for field_ in ("params", "macs"):
         best: dict[int, tuple[int, int]] = {space.stem_width: (getattr(stem, field_),) * 2}
@@ -161,15 +146,15 @@ def _cost_bounds(space: SearchSpace) -> dict[str, int]:
             nxt: dict[int, tuple[int, int]] = {}
             for c_in, (lo, hi) in best.items():
                 for op, depth, width in itertools.product(st.ops, st.depths, st.widths):
-                    cost, h2, w2 = _stage_cost(st, op, depth, width, c_in, hh, ww)
+                    cost, h2, w2 = stage_cost(st.block, st.stride, st.expansion, op, depth, width, c_in, hh, ww)
                     v = getattr(cost, field_)
                     c_out = width * st.expansion
                     old = nxt.get(c_out, (math.inf, -math.inf))
                     nxt[c_out] = (min(old[0], lo + v), max(old[1], hi + v))
             best = nxt
             hh, ww = h2, w2
-        lo = min(b[0] + getattr(linear_cost(c, space.num_classes), field_) for c, b in best.items())
-        hi = max(b[1] + getattr(linear_cost(c, space.num_classes), field_) for c, b in best.items())
+        lo = min(b[0] + getattr(head_cost(c, space.num_classes), field_) for c, b in best.items())
+        hi = max(b[1] + getattr(head_cost(c, space.num_classes), field_) for c, b in best.items())
         out[f"min_{field_}"], out[f"max_{field_}"] = int(lo), int(hi)
     return out
 
@@ -285,7 +270,7 @@ def parse_space(data: Any, *, source: str = "<space>") -> SearchSpace:
 
     stages: list[StageSpace] = []
     prev_widths = (stem_width,)
-    h, _ = _stem_size(stem_type, resolution, resolution)
+    h, _ = stem_size(stem_type, resolution, resolution)
     for i, sd in enumerate(stages_data):
         p = f"stages[{i}]"
         if not isinstance(sd, dict):
@@ -322,7 +307,7 @@ def parse_space(data: Any, *, source: str = "<space>") -> SearchSpace:
                     raise where.error(path, f"{exc} (in a {c_in}->{c_out} stride-{s} conv)") from None
         stages.append(StageSpace(block, stride, expansion, depths, d_default, widths, w_default, ops))
         prev_widths = tuple(w * expansion for w in widths)
-        h = out_size(h, 3, stride)
+        h = block_out_size(h, stride)
         if h < 1:
             raise where.error(p, f"the resolution {resolution} is too small for this many strided stages")
     proxy = data.get("proxy") or {}

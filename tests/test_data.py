@@ -15,7 +15,6 @@ from nasconv import data
 from nasconv.data import Dataset, fashion_mnist, load_dataset, prepare_batch, subset
 from nasconv.errors import DataError, NasconvError, UnknownNameError, UsageError
 
-
 # ---------------------------------------------------------------------------------------------
 # Helpers that write small datasets in the real on-disk formats
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import pickle
 import random
-import statistics
 
 import pytest
 import torch

@@ -17,17 +17,26 @@ from torch import nn
 
 from nasconv.arch import ArchSpec, OpChoice, StageSpec
 from nasconv.build import build_model
+from nasconv.checkpoint import weights_payload
 from nasconv.cli import main
 from nasconv.cost import estimate_cost
 from nasconv.errors import HyperparameterError
 from nasconv.evaluate import EvalConfig
 from nasconv.export import (
-    ExportError, export_model, export_space_arch, export_state_dict, fold_model, generate_source, import_source,
-    inference_arch, load, save_weights, weights_path, weights_payload,
+    ExportError,
+    export_model,
+    export_space_arch,
+    export_state_dict,
+    fold_model,
+    generate_source,
+    import_source,
+    inference_arch,
+    load,
 )
 from nasconv.flops import measure_cost
 from nasconv.ops import get_op, list_ops, set_temperature
 from nasconv.spaces import list_spaces, load_space
+from nasconv.storage.weights import save_weights, weights_path
 from nasconv.train import reduced_copy
 
 #: random space architectures are drawn below this many parameters (or 1.5 x the space's smallest), to
@@ -264,7 +273,7 @@ def test_state_dicts_load_both_ways(exported, op):
     standalone.load_state_dict(export_state_dict(info["model"]), strict=True)
     fresh = build_model(info["arch"])
     result = fresh.load_state_dict(standalone.state_dict(), strict=False)
-    # nasconv's blocks alias their last BN as ``last_bn``: those names are the only ones missing
+    # the same names both ways (only aliases such as a block's ``last_bn`` could be missing)
     assert not result.unexpected_keys and all(".last_bn." in k for k in result.missing_keys)
     with torch.no_grad():
         assert torch.allclose(fresh.eval()(info["x"]), info["y"], atol=1e-5)

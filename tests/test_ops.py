@@ -9,7 +9,7 @@ from torch import nn
 from nasconv.errors import HyperparameterError, UnknownNameError
 from nasconv.flops import measure_cost
 from nasconv.ops import create_op, get_op, list_ops, op_cost, validate_op
-from nasconv.ops._registry import out_size
+from nasconv.ops.complexity import out_size
 
 # (in_channels, out_channels, kernel_size, height, width, stride)
 SHAPES = [

@@ -10,7 +10,7 @@ from torch.nn import functional as F
 from nasconv.errors import HyperparameterError
 from nasconv.flops import measure_cost
 from nasconv.ops import Cost, create_op, op_cost
-from nasconv.ops._registry import out_size
+from nasconv.ops.complexity import out_size
 
 OPS = ["ghost", "doconv", "scconv", "involution", "splat", "igcv3"]
 

@@ -50,13 +50,13 @@ def _partition_reference(x: torch.Tensor, layer) -> torch.Tensor:
     L, M, k, s = layer.L, layer.M, layer.kernel_size, layer.stride
     c_out = layer.out_channels
     primary = torch.cat([
-        F.conv2d(x[:, l * M:(l + 1) * M], layer.primary_weight[l * M:(l + 1) * M], None, s, k // 2)
-        for l in range(L)
+        F.conv2d(x[:, p * M:(p + 1) * M], layer.primary_weight[p * M:(p + 1) * M], None, s, k // 2)
+        for p in range(L)
     ], dim=1)
     out = torch.empty(x.shape[0], c_out, *primary.shape[-2:])
     per = c_out // M
     for m in range(M):
-        members = [l * M + m for l in range(L)]  # channel m of every primary partition
+        members = [p * M + m for p in range(L)]  # channel m of every primary partition
         y = F.conv2d(primary[:, members], layer.secondary_weight[m * per:(m + 1) * per])
         out[:, [t * M + m for t in range(per)]] = y  # permutation back
     return out

@@ -9,7 +9,7 @@ from torch.nn import functional as F
 from nasconv.errors import HyperparameterError
 from nasconv.flops import measure_cost
 from nasconv.ops import create_op, op_cost
-from nasconv.ops._registry import out_size
+from nasconv.ops.complexity import out_size
 from nasconv.ops.spconv import SPConv2d, representative_channels
 
 

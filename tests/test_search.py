@@ -94,10 +94,11 @@ def test_a_study_begun_with_categorical_depths_keeps_them(tmp_path, monkeypatch)
     """Optuna fixes a parameter's distribution within a study: a study whose trials hold depth and
     width as categoricals (as earlier nasconv made them) is continued with categoricals."""
     import nasconv.search as search
+    import nasconv.search.driver as driver
 
     assert search.ordinal_params(optuna.create_study(directions=["maximize", "minimize"]))
     with monkeypatch.context() as m:  # the study as an earlier nasconv began it
-        m.setattr(search, "ordinal_params", lambda study: False)
+        m.setattr(driver, "ordinal_params", lambda study: False)
         run_search(_cfg(tmp_path, trials=2))
     study = _study(_cfg(tmp_path))
     assert not search.ordinal_params(study)

@@ -107,8 +107,8 @@ def test_searchable_depth_and_width_are_used():
 
 
 def test_user_space_file(tmp_path):
-    data = yaml.safe_load(load_space("resnet20").source and
-                          open(__import__("importlib").resources.files("nasconv.search_spaces") / "resnet20.yaml").read())
+    shipped = __import__("importlib").resources.files("nasconv.search_spaces") / "resnet20.yaml"
+    data = yaml.safe_load(load_space("resnet20").source and open(shipped).read())
     data["name"] = "mine"
     data["choices"] = ["standard", {"op": "gc", "groups": [2, 4]}]
     path = tmp_path / "mine.yaml"

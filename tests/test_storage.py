@@ -1,4 +1,4 @@
-"""nasconv.storage: SQLite settings, batched user attributes, one-line errors."""
+"""nasconv.storage: SQLite settings, nasconv's tables, one-line errors."""
 
 from __future__ import annotations
 
@@ -8,11 +8,7 @@ import optuna
 import pytest
 
 from nasconv.errors import StorageError
-from nasconv._optuna import set_user_attrs
 from nasconv.storage import open_storage
-
-ATTRS = {"arch": {"stages": [{"op": "tbc", "hyper": {"blocks": 4}}]}, "macs": 4_089_184_256, "ratio": 0.25,
-         "ok": True, "none": None, "name": "résumé ✓", "list": [1, 2.5, "x"]}
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -26,35 +22,6 @@ def _study(url: str) -> optuna.Study:
     storage, tables = open_storage(url, heartbeat=False)
     tables.dispose()
     return optuna.create_study(study_name="s", storage=storage, load_if_exists=True)
-
-
-def test_set_user_attrs_round_trip_and_overwrite(storage_url):
-    study = _study(storage_url)
-    trial = study.ask()
-    trial.set_user_attr("macs", 1)  # overwritten below
-    trial.set_user_attr("kept", "yes")
-    set_user_attrs(trial, ATTRS)
-    assert trial.user_attrs == {**ATTRS, "kept": "yes"}
-    study.tell(trial, 1.0)
-    # a fresh connection reads what the one transaction wrote
-    stored = _study(storage_url).trials[0].user_attrs
-    assert stored == {**ATTRS, "kept": "yes"}
-
-
-def test_set_user_attrs_on_a_finished_trial_raises_and_writes_nothing(storage_url):
-    study = _study(storage_url)
-    trial = study.ask()
-    study.tell(trial, 1.0)
-    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
-        set_user_attrs(trial, {"late": 1})
-    assert "late" not in _study(storage_url).trials[0].user_attrs
-
-
-def test_set_user_attrs_falls_back_on_other_storages():
-    study = optuna.create_study()  # in-memory
-    trial = study.ask()
-    set_user_attrs(trial, {"a": 1, "b": [2]})
-    assert study.trials[0].user_attrs == {"a": 1, "b": [2]}
 
 
 def test_sqlite_file_uses_wal(tmp_path):

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import math
 import random
 
 import pytest
-import torch
 
 from nasconv.cost import estimate_cost
 from nasconv.data import load_dataset

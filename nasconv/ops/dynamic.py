@@ -15,9 +15,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from nasconv.ops._registry import (
-    Cost, Hyper, OpSpec, check_conv_args, conv_cost, linear_cost, out_size, register_op, require,
-)
+from nasconv.ops._registry import Hyper, OpSpec, check_conv_args, register_op, require
+from nasconv.ops.complexity import Cost, conv_cost, linear_cost, out_size
 
 
 def _is_int(value: object) -> bool:

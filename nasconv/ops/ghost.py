@@ -10,9 +10,8 @@ import math
 import torch
 from torch import nn
 
-from nasconv.ops._registry import (
-    Cost, Hyper, OpSpec, bn_cost, check_conv_args, conv_cost, out_size, register_op, require,
-)
+from nasconv.ops._registry import Hyper, OpSpec, check_conv_args, register_op, require
+from nasconv.ops.complexity import Cost, bn_cost, conv_cost, out_size
 
 
 def _is_count(value: object) -> bool:

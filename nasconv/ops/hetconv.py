@@ -19,9 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nasconv.ops._registry import (
-    Cost, Hyper, OpSpec, check_conv_args, conv_cost, out_size, register_op, require,
-)
+from nasconv.ops._registry import Hyper, OpSpec, check_conv_args, register_op, require
+from nasconv.ops.complexity import Cost, conv_cost, out_size
 
 
 class HetConv2d(nn.Module):

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from nasconv.ops._registry import (
-    Cost, Hyper, OpSpec, check_conv_args, conv_cost, out_size, register_op, require,
-)
+from nasconv.ops._registry import Hyper, OpSpec, check_conv_args, register_op, require
+from nasconv.ops.complexity import Cost, conv_cost, out_size
 
 
 class StandardConv2d(nn.Conv2d):

@@ -4,8 +4,7 @@ a table or a plot. What ``nasconv pareto`` and the search driver share.
 May import: errors, budget, storage, the Optuna compatibility module; nothing of search or the CLI.
 """
 
-from nasconv.results.front import (EVALUATED, feasible_front, first_per_architecture, hypervolume, losses,
-                                   study_front)
+from nasconv.results.front import EVALUATED, feasible_front, first_per_architecture, hypervolume, losses, study_front
 from nasconv.results.plot import plot_front
 from nasconv.results.summary import load_study, study_summary, trial_summary
 from nasconv.results.table import front_table

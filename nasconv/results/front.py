@@ -7,7 +7,7 @@ from typing import Sequence
 import numpy as np
 import optuna
 
-from nasconv import _optuna
+import nasconv._optuna as _optuna
 
 EVALUATED = ("evaluated", "cached")
 

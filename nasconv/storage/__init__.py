@@ -7,14 +7,27 @@ Pareto-front snapshots and the study attributes the first driver decides. Any SQ
 works: ``sqlite:///studies/nasconv.db`` by default (one driver per file; a second one waits for
 the first's writes), ``postgresql+psycopg://user@host/db`` for several drivers and clusters.
 
-May import: errors, the Optuna compatibility module, Optuna and SQLAlchemy; nothing of search,
-evaluation or the CLI.
+Kept weights (:mod:`nasconv.storage.weights`): ``<weights dir>/<study>/<arch_hash>.pt`` files
+beside a SQLite database (or under ``$NASCONV_WEIGHTS_DIR``).
+
+May import: errors, paths, the Optuna compatibility module, Optuna, SQLAlchemy and torch (to save
+and load kept weights); nothing of search, evaluation, export or the CLI.
 """
 
 from nasconv.storage.connect import open_storage
-from nasconv.storage.database import (DEFAULT_STORAGE, GRACE_PERIOD_S, HEARTBEAT_INTERVAL_S, SQLITE_TIMEOUT_S,
-                                      is_database_locked, locked_error, parse_url, safe_url)
+from nasconv.storage.database import (
+    DEFAULT_STORAGE,
+    GRACE_PERIOD_S,
+    HEARTBEAT_INTERVAL_S,
+    SQLITE_TIMEOUT_S,
+    is_database_locked,
+    locked_error,
+    parse_url,
+    safe_url,
+)
 from nasconv.storage.tables import FrontSnapshot, NasconvTables
+from nasconv.storage.weights import WEIGHTS_DIR_ENV, load_weights, save_weights, weights_dir, weights_path
 
 __all__ = ["DEFAULT_STORAGE", "GRACE_PERIOD_S", "HEARTBEAT_INTERVAL_S", "SQLITE_TIMEOUT_S", "FrontSnapshot",
-           "NasconvTables", "is_database_locked", "locked_error", "open_storage", "parse_url", "safe_url"]
+           "NasconvTables", "WEIGHTS_DIR_ENV", "is_database_locked", "load_weights", "locked_error", "open_storage",
+           "parse_url", "safe_url", "save_weights", "weights_dir", "weights_path"]

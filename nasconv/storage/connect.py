@@ -7,9 +7,20 @@ from typing import Any
 import optuna
 
 from nasconv.errors import StorageError
-from nasconv.storage.database import (DEFAULT_STORAGE, GRACE_PERIOD_S, HEARTBEAT_INTERVAL_S, _engine_kwargs, _one_line,
-                                      _prepare_sqlite, _sqlite_connection_settings, _while_racing, is_database_locked,
-                                      locked_error, parse_url, safe_url)
+from nasconv.storage.database import (
+    DEFAULT_STORAGE,
+    GRACE_PERIOD_S,
+    HEARTBEAT_INTERVAL_S,
+    _engine_kwargs,
+    _one_line,
+    _prepare_sqlite,
+    _sqlite_connection_settings,
+    _while_racing,
+    is_database_locked,
+    locked_error,
+    parse_url,
+    safe_url,
+)
 from nasconv.storage.tables import NasconvTables
 
 

@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import optuna
 import sqlalchemy as sa
 
 from nasconv.errors import StorageError

@@ -12,8 +12,16 @@ import sqlalchemy as sa
 from sqlalchemy import orm
 
 from nasconv.errors import StorageError
-from nasconv.storage.database import _engine_kwargs, _one_line, _sqlite_connection_settings, _while_racing, \
-    is_database_locked, locked_error, parse_url, safe_url
+from nasconv.storage.database import (
+    _engine_kwargs,
+    _one_line,
+    _sqlite_connection_settings,
+    _while_racing,
+    is_database_locked,
+    locked_error,
+    parse_url,
+    safe_url,
+)
 
 
 class Base(orm.DeclarativeBase):

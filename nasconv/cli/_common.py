@@ -1,0 +1,74 @@
+"""What several commands share: the one-line-error parser, JSON output, ``--shape``, the budget
+help and the evaluation arguments of ``evaluate`` and ``search``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import TYPE_CHECKING, Any
+
+from nasconv.errors import UsageError
+
+if TYPE_CHECKING:
+    from nasconv.evaluate import EvalConfig
+
+BUDGET_HELP = ("cost limits, comma-separated: 4gflops, 800mflops, 4gmacs, 20mparams, 15ms. "
+               "1 FLOP = 1 multiply-add (the papers' convention: ResNet-50 = 4.1 GFLOPs), "
+               "so 4gflops = 4gmacs = 4e9 MACs per image")
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2 (argparse prints the whole usage)
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def print_json(obj: Any) -> None:
+    print(json.dumps(obj, indent=2, sort_keys=False))
+
+
+def parse_shape(text: str) -> tuple[int, int, int, int]:
+    try:
+        parts = tuple(int(p) for p in text.split(","))
+    except ValueError:
+        parts = ()
+    if len(parts) != 4 or min(parts) < 1:
+        raise UsageError(f"--shape must be C_IN,C_OUT,H,W (four positive integers), got {text!r}")
+    return parts  # type: ignore[return-value]
+
+
+def add_eval_args(q: argparse.ArgumentParser) -> None:
+    """Evaluation settings shared by ``evaluate`` and ``search``."""
+    from nasconv.evaluate import PROXIES
+
+    g = q.add_argument_group("evaluation")
+    g.add_argument("--data", default="fashion-mnist",
+                   help="fashion-mnist (default), cifar10:DIR, imagefolder:DIR, synthetic (smoke tests only)")
+    g.add_argument("--data-dir", default=None, help="where to look for fashion-mnist first (then $NASCONV_DATA, "
+                                                   "then Debian's dataset-fashion-mnist)")
+    g.add_argument("--proxy", default="train", help=f"accuracy objective: {', '.join(PROXIES)} (default: train)")
+    g.add_argument("--device", default="cpu", help="cpu or cuda (latency is measured there)")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--train-images", type=int, default=None, help="training images of the proxy (default 8000)")
+    g.add_argument("--epochs", type=int, default=None, help="proxy training epochs (default 1)")
+    g.add_argument("--batch-size", type=int, default=None, help="proxy training batch size (default 64)")
+    g.add_argument("--resolution", type=int, default=None, help="proxy training resolution (default 28)")
+    g.add_argument("--optimizer", default=None, help="adamw (default) or sgd")
+    g.add_argument("--lr", type=float, default=None, help="peak learning rate")
+    g.add_argument("--full-proxy", action="store_true",
+                   help="train the full candidate, not the reduced copy (1 block per stage, half width)")
+    g.add_argument("--latency-batch", type=int, default=1, help="batch size of the latency measurement")
+    g.add_argument("--latency-threads", type=int, default=None,
+                   help="torch threads for the latency measurement alone (default: the worker's); 1 is the "
+                        "repeatable choice on a CPU shared with other work")
+    g.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
+
+
+def eval_config(args: argparse.Namespace, space: Any) -> EvalConfig:
+    """The flags of :func:`add_eval_args` as the library's checked evaluation settings."""
+    from nasconv.evaluate import eval_config_for
+
+    return eval_config_for(space, full_proxy=args.full_proxy, data=args.data, data_dir=args.data_dir,
+                           proxy=args.proxy, device=args.device, latency=not args.no_latency,
+                           latency_batch=args.latency_batch, latency_threads=args.latency_threads,
+                           train_images=args.train_images, epochs=args.epochs, batch_size=args.batch_size,
+                           resolution=args.resolution, optimizer=args.optimizer, lr=args.lr, seed=args.seed)

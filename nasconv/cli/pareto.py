@@ -1,0 +1,38 @@
+"""``nasconv pareto``: the Pareto front of a stored study as a table, JSON or plot."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from nasconv.cli._common import print_json
+
+
+def add_parser(sub: Any) -> None:
+    from nasconv.storage import DEFAULT_STORAGE
+
+    q = sub.add_parser("pareto", help="the Pareto front of a study: table, JSON, plot")
+    q.add_argument("--study", required=True)
+    q.add_argument("--storage", default=DEFAULT_STORAGE)
+    q.add_argument("--plot", default=None, metavar="FILE.png", help="also write a plot (baseline marked)")
+    q.add_argument("--json", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    from nasconv.results import front_table, load_study, plot_front, study_summary
+
+    study, tables = load_study(args.study, args.storage)
+    summary = study_summary(study, tables)
+    if args.plot:
+        plot_front(study, args.plot)
+    if args.json:
+        print_json(summary)
+        return 0
+    print(f"study {summary['study']}: space {summary['space']}, budget {summary['budget']}, objectives "
+          f"{','.join(summary['objectives'] or [])}; {summary['evaluated']} evaluated, {summary['failed']} failed, "
+          f"{summary['rejected']} rejected, {summary['running']} running")
+    print(f"Pareto front ({len(summary['front'])} architectures, hypervolume {summary['hypervolume']:.4g}):")
+    print(front_table(summary["front"], summary["baseline"]))
+    if args.plot:
+        print(f"plot written to {args.plot}")
+    return 0

@@ -1,0 +1,64 @@
+"""``nasconv search``: a multi-objective search over a space; the same command again continues it."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from typing import Any
+
+from nasconv.cli._common import BUDGET_HELP, add_eval_args, eval_config, print_json
+
+
+def add_parser(sub: Any) -> None:
+    from nasconv.search import OBJECTIVES, SAMPLERS
+    from nasconv.storage import DEFAULT_STORAGE
+
+    q = sub.add_parser("search", help="multi-objective search (Optuna) with evaluations on Ray workers",
+                       epilog=f"--budget: {BUDGET_HELP}. Running the same command again continues the study.")
+    q.add_argument("--space", required=True, metavar="NAME|PATH")
+    q.add_argument("--budget", default=None, help="e.g. 4gflops, 20mparams, 15ms (comma-separated)")
+    q.add_argument("--trials", type=int, default=20, help="evaluated candidates in the study, in total (default 20)")
+    q.add_argument("--sampler", default="nsga2", help=f"{'|'.join(SAMPLERS)} (default nsga2)")
+    q.add_argument("--objectives", default="accuracy,latency",
+                   help=f"comma-separated, from {', '.join(OBJECTIVES)} (default accuracy,latency)")
+    q.add_argument("--storage", default=DEFAULT_STORAGE, help=f"SQLAlchemy URL (default {DEFAULT_STORAGE}); "
+                   "postgresql+psycopg://user@host/db for clusters")
+    q.add_argument("--study", default=None, help="study name (default <space>-<budget>)")
+    q.add_argument("--workers", type=int, default=1, help="concurrent evaluations (default 1)")
+    q.add_argument("--cpus-per-worker", type=int, default=None, help="default: this machine's cores / workers")
+    q.add_argument("--address", default=None, help="HOST:PORT of a Ray cluster started with `ray start --head`")
+    q.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs per evaluation (fractional allowed); "
+                   "latency is then measured on that GPU")
+    q.add_argument("--no-baseline", action="store_true", help="do not evaluate the all-standard baseline")
+    q.add_argument("--inline", action="store_true", help="evaluate in this process instead of on Ray")
+    q.add_argument("--keep-weights", action="store_true", help="keep each trained candidate's weights for "
+                   "`nasconv export --weights` (needs --full-proxy: the proxy must train the architecture itself)")
+    q.add_argument("--json", action="store_true", help="the result as JSON (no progress output)")
+    add_eval_args(q)
+
+
+def run(args: argparse.Namespace) -> int:
+    from nasconv.results import front_table
+    from nasconv.search import SearchConfig, run_search
+    from nasconv.spaces import load_space
+
+    space = load_space(args.space)
+    cfg = SearchConfig(
+        space=args.space, budget=args.budget, trials=args.trials, sampler=args.sampler,
+        objectives=tuple(o.strip() for o in args.objectives.split(",") if o.strip()), seed=args.seed,
+        storage=args.storage, study_name=args.study, workers=args.workers, cpus_per_worker=args.cpus_per_worker,
+        address=args.address, gpus_per_trial=args.gpus_per_trial, eval=eval_config(args, space),
+        evaluate_baseline=not args.no_baseline, runner="inline" if args.inline else "ray",
+        progress=not args.json, keep_weights=args.keep_weights,
+    )
+    res = run_search(cfg)
+    if args.json:
+        print_json(dataclasses.asdict(res))
+        return 0
+    print(f"study {res.study_name} in {res.storage}: {res.evaluated} evaluated, {res.failed} failed, "
+          f"{res.rejected} rejected (over budget), {res.cached} reused from the cache")
+    print(f"Pareto front ({len(res.front)} architectures, hypervolume {res.hypervolume:.4g}):")
+    print(front_table(res.front, res.baseline))
+    print(f"next: nasconv pareto --study {res.study_name} --plot front.png   |   "
+          f"nasconv dashboard --storage {res.storage}")
+    return 0

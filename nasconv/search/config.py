@@ -1,0 +1,90 @@
+"""What a search is asked to do: :class:`SearchConfig` (frozen, checked when made) and what it returns."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from nasconv.errors import UnknownNameError, UsageError
+from nasconv.evaluate import EvalConfig
+from nasconv.storage import DEFAULT_STORAGE
+
+SAMPLERS = ("nsga2", "tpe", "gp", "random")
+#: objective name -> (metric key, direction)
+OBJECTIVES: dict[str, tuple[str, str]] = {
+    "accuracy": ("score", "maximize"),
+    "latency": ("latency_ms", "minimize"),
+    "macs": ("macs", "minimize"),
+    "params": ("params", "minimize"),
+}
+RUNNERS = ("ray", "inline")
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    space: str
+    budget: str | None = None
+    trials: int = 20
+    sampler: str = "nsga2"
+    objectives: tuple[str, ...] = ("accuracy", "latency")
+    seed: int = 0
+    storage: str = DEFAULT_STORAGE
+    study_name: str | None = None
+    workers: int = 1
+    cpus_per_worker: int | None = None
+    address: str | None = None
+    #: GPUs per evaluation; with any, evaluations run on CUDA (an EvalConfig left on "cpu" is moved there)
+    gpus_per_trial: float = 0.0
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    evaluate_baseline: bool = True
+    runner: str = "ray"
+    max_failures: int | None = None
+    max_rejections: int | None = None
+    progress: bool = True
+    #: keep the trained weights of every evaluated candidate (needs a proxy that trains the
+    #: architecture itself: --full-proxy), for `nasconv export --weights`
+    keep_weights: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "objectives", tuple(self.objectives))
+        if self.trials < 1:
+            raise UsageError(f"--trials must be >= 1, got {self.trials}")
+        if self.workers < 1:
+            raise UsageError(f"--workers must be >= 1, got {self.workers}")
+        if self.gpus_per_trial < 0:
+            raise UsageError(f"--gpus-per-trial must be >= 0, got {self.gpus_per_trial}")
+        if self.sampler not in SAMPLERS:
+            raise UnknownNameError("sampler", self.sampler, SAMPLERS)
+        if not self.objectives:
+            raise UsageError("at least one objective is needed")
+        for o in self.objectives:
+            if o not in OBJECTIVES:
+                raise UnknownNameError("objective", o, list(OBJECTIVES))
+        if len(set(self.objectives)) != len(self.objectives):
+            raise UsageError(f"objectives must be distinct, got {','.join(self.objectives)}")
+        if self.runner not in RUNNERS:
+            raise UsageError(f"runner must be ray or inline, got {self.runner!r}")
+        if self.gpus_per_trial and math.isfinite(self.gpus_per_trial) and self.eval.device == "cpu":
+            # A GPU task evaluates on its GPU: that is what the GPUs were asked for.
+            object.__setattr__(self, "eval", dataclasses.replace(self.eval, device="cuda"))
+        self.eval.check()
+
+    @property
+    def directions(self) -> list[str]:
+        return [OBJECTIVES[o][1] for o in self.objectives]
+
+
+@dataclass
+class SearchResult:
+    study_name: str
+    storage: str
+    evaluated: int
+    failed: int
+    rejected: int
+    cached: int
+    front: list[dict[str, Any]]
+    hypervolume: float
+    baseline: dict[str, Any] | None
+    interrupted: bool = False

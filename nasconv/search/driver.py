@@ -1,0 +1,443 @@
+"""The search driver: Optuna ask/tell over a search space, evaluations on a runner (Ray).
+
+Budget first: every candidate's exact cost is computed before anything is built, and one over
+budget is never trained nor profiled; it is told to Optuna as infeasible through
+``trial.set_constraint`` so that the sampler learns the feasible region. Only the driver writes
+to the study storage; workers return plain results. The loop reports each event to its
+callbacks (the progress bar is one).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import optuna
+from optuna.trial import TrialState
+
+import nasconv._optuna as _optuna
+from nasconv.arch import ArchSpec
+from nasconv.budget import check_feasible, format_count, parse_budget
+from nasconv.cost import estimate_cost
+from nasconv.errors import BudgetError, NasconvError, UsageError
+from nasconv.evaluate import EvaluationJob, evaluate, evaluate_keeping_weights, keep_weights_problem
+from nasconv.faults import fault_point
+from nasconv.results import EVALUATED, feasible_front, hypervolume, losses, trial_summary
+from nasconv.search.config import SearchConfig, SearchResult
+from nasconv.search.liveness import (
+    DeferredInterrupt,
+    Heartbeat,
+    mark_gone,
+    mark_live,
+    new_driver_id,
+    recover,
+    trial_finished,
+)
+from nasconv.search.objectives import (
+    TRIAL_ATTRS,
+    objective_values,
+    placeholder_values,
+    reference_point,
+    set_constraints,
+)
+from nasconv.search.params import op_params_by_family, ordinal_params, suggest_arch
+from nasconv.search.progress import ProgressBar, SearchCallback, SearchStatus
+from nasconv.search.samplers import make_sampler, quiet_optuna
+from nasconv.search.study import default_study_name, open_study
+from nasconv.spaces import load_space
+from nasconv.storage import HEARTBEAT_INTERVAL_S, FrontSnapshot, is_database_locked, locked_error, open_storage
+from nasconv.storage.weights import save_weights
+
+
+class SearchDriver:
+    def __init__(self, cfg: SearchConfig, *, evaluator: Callable[..., dict[str, Any]] = evaluate,
+                 runner: Any = None, callbacks: Sequence[SearchCallback] | None = None) -> None:
+        quiet_optuna()
+        self.cfg = cfg
+        self.evaluator = evaluator
+        self._runner = runner
+        self.space = load_space(cfg.space)
+        self.budget = parse_budget(cfg.budget)
+        if ("latency" in cfg.objectives or self.budget.latency_ms) and not cfg.eval.latency:
+            raise UsageError("a latency objective or budget needs latency measurement (drop --no-latency)")
+        if cfg.keep_weights:
+            problem = keep_weights_problem(self.space, cfg.eval)
+            if problem:
+                raise UsageError(problem)
+        check_feasible(self.budget, self.space.cost_bounds(), self.space.name)
+        self.study_name = cfg.study_name or default_study_name(self.space, self.budget)
+        self.directions = cfg.directions
+        self.settings_key = cfg.eval.settings_key()
+        self.callbacks = list(callbacks) if callbacks is not None else ([ProgressBar()] if cfg.progress else [])
+        self.storage, self.tables = open_storage(cfg.storage)
+        try:
+            self.study = open_study(self.storage, self.study_name, cfg, self.space, self.budget)
+            self.hv_ref: list[float] | None = self.study.user_attrs.get("hv_reference")
+            self.ordinal = ordinal_params(self.study)
+            self.by_family = op_params_by_family(self.study, cfg.sampler)
+        except Exception as exc:
+            self.tables.dispose()
+            if is_database_locked(exc):
+                raise locked_error(cfg.storage) from None
+            raise
+        # The job a worker runs: plain data in and out; made once, so that Ray ships it once.
+        self.job = EvaluationJob(evaluate_keeping_weights if cfg.keep_weights and evaluator is evaluate
+                                 else evaluator)
+        self.heartbeat = Heartbeat(self.storage)
+        self.interrupts = DeferredInterrupt()
+        self.driver_id = new_driver_id()
+        self._seeded = False
+        self.jobs: dict[str, list[optuna.trial.Trial]] = {}  # arch hash -> trials waiting for it
+        self.job_arch: dict[str, ArchSpec] = {}
+        self.counts = {"failed": 0, "rejected": 0, "cached": 0}
+        self.last_front: list[optuna.trial.FrozenTrial] = []
+        self.last_hv = 0.0
+        self.last_evaluated: int | None = None  # set by snapshot(), taken by _take_evaluated()
+
+    # --- setup ----------------------------------------------------------------------------
+    def _reseed(self, trial_number: int) -> None:
+        """Called with this driver's first trial, before it samples anything.
+
+        Trial 0 of a study samples with --seed itself (reproducible). Any other first trial (a
+        resumed study, a second driver) gets a seed derived from its number, unique in the study:
+        with --seed alone, a resumed or a concurrent driver would replay the first one's proposals,
+        and those would only come back from the cache.
+        """
+        if trial_number:
+            seed = int(np.random.SeedSequence([self.cfg.seed, trial_number]).generate_state(1)[0])
+            self.study.sampler = make_sampler(self.cfg.sampler, seed, len(self.cfg.objectives))
+
+    def _make_runner(self) -> Any:
+        if self._runner is not None:
+            return self._runner
+        from nasconv.runners import InlineRunner, RayRunner  # Ray loads only for a Ray search
+
+        cpus = self.cfg.cpus_per_worker or max(1, (os.cpu_count() or 1) // self.cfg.workers)
+        if self.cfg.runner == "inline":
+            return InlineRunner(threads=cpus)
+        return RayRunner(address=self.cfg.address, workers=self.cfg.workers, cpus_per_worker=cpus,
+                         gpus_per_trial=self.cfg.gpus_per_trial)
+
+    def recover(self) -> int:
+        """Fail the RUNNING trials of drivers that died and queue their parameters again."""
+        return recover(self.study, self.storage)
+
+    # --- counting -------------------------------------------------------------------------
+    def _complete_trials(self) -> list[optuna.trial.FrozenTrial]:
+        return self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+
+    @staticmethod
+    def _evaluated_in(complete: list[optuna.trial.FrozenTrial]) -> int:
+        return sum(1 for t in complete if t.user_attrs.get("status") in EVALUATED)
+
+    def evaluated_count(self) -> int:
+        return self._evaluated_in(self._complete_trials())
+
+    def _take_evaluated(self) -> int:
+        """The evaluated count as the snapshot taken since the last call read it (saves reading
+        the study again on the hot path), else read afresh."""
+        n, self.last_evaluated = self.last_evaluated, None
+        return self.evaluated_count() if n is None else n
+
+    # --- front ----------------------------------------------------------------------------
+    def front_and_hv(self, complete: list[optuna.trial.FrozenTrial] | None = None
+                     ) -> tuple[list[optuna.trial.FrozenTrial], float]:
+        """The feasible Pareto front of the evaluated trials (what ``Study.best_trials`` gives,
+        from one read of the study's complete trials, passed in when the caller has them) and
+        its hypervolume."""
+        complete = self._complete_trials() if complete is None else complete
+        front = feasible_front(complete, self.study.directions)
+        if not front:
+            return [], 0.0
+        if self.hv_ref is None:
+            self.hv_ref = self.study.user_attrs.get("hv_reference")
+        front_losses = losses(front, self.directions)
+        if self.hv_ref is None:
+            # The first driver to get here decides; concurrent ones adopt its point.
+            ref = reference_point(self.cfg.objectives, front_losses, proxy=self.cfg.eval.proxy, budget=self.budget,
+                                  bounds=self.space.cost_bounds(), baseline=self.study.user_attrs.get("baseline") or {})
+            self.hv_ref = self.tables.setdefault(self.study_name, "hv_reference", ref)
+            self.study.set_user_attr("hv_reference", self.hv_ref)
+        return front, hypervolume(front_losses, self.hv_ref)
+
+    def snapshot(self, trial_number: int) -> None:
+        complete = self._complete_trials()
+        front, hv = self.front_and_hv(complete)
+        self.last_front, self.last_hv = front, hv
+        n = self.last_evaluated = self._evaluated_in(complete)
+        fault_point("during_snapshot", trial_number)
+        self.tables.add_snapshot(self.study_name, FrontSnapshot(trial_number, n, [t.number for t in front], hv))
+
+    def _catch_up_snapshot(self, evaluated: int) -> None:
+        """A driver that died between a tell and its snapshot left the last snapshot behind."""
+        last = self.tables.last_snapshot(self.study_name)
+        if last is None or last.n_complete != evaluated:
+            self.snapshot(max(t.number for t in self._complete_trials()))
+
+    # --- main loop ------------------------------------------------------------------------
+    def _pending(self) -> int:
+        """Trials waiting for an evaluation (several may wait for one architecture)."""
+        return sum(len(ts) for ts in self.jobs.values())
+
+    def _report(self, event: str, evaluated: int, running: int) -> None:
+        status = SearchStatus(evaluated=evaluated, total=self.cfg.trials, running=running,
+                              front=len(self.last_front), hypervolume=self.last_hv, **self.counts)
+        for cb in self.callbacks:
+            cb(event, status)
+
+    def run(self) -> SearchResult:
+        runner = None
+        interrupted = False
+        baseline = None
+        max_fail = self.cfg.max_failures if self.cfg.max_failures is not None else max(10, self.cfg.trials)
+        max_rej = self.cfg.max_rejections if self.cfg.max_rejections is not None else max(200, 50 * self.cfg.trials)
+        rejected_in_a_row = 0
+        critical = self.interrupts.critical
+        mark_live(self.driver_id)
+        try:
+            self.recover()
+            runner = self._make_runner()
+            self.interrupts.install()  # after Ray's init, which may set its own handlers
+            self.heartbeat.start()
+            baseline = self._baseline(runner)
+            evaluated = self.evaluated_count()
+            self.counts["rejected"] = sum(1 for t in self._complete_trials()
+                                          if t.user_attrs.get("status") == "rejected")
+            self.counts["failed"] = len(self.study.get_trials(deepcopy=False, states=(TrialState.FAIL,)))
+            if evaluated:
+                self.last_front, self.last_hv = self.front_and_hv()
+                with critical():
+                    self._catch_up_snapshot(evaluated)
+            self._report("start", evaluated, runner.in_flight)
+            last_recovery = time.monotonic()
+            while True:
+                if time.monotonic() - last_recovery > HEARTBEAT_INTERVAL_S:
+                    # Also while running: a driver beside this one that dies leaves its trials
+                    # to this one (its parameters come back here as queued trials).
+                    last_recovery = time.monotonic()
+                    with critical():
+                        self.recover()
+                # Ask while there is room: never more in flight than workers, nor more trials
+                # waiting than are left to evaluate.
+                while runner.in_flight < runner.capacity and evaluated + self._pending() < self.cfg.trials:
+                    with critical():
+                        outcome = self._ask_one(runner)
+                    if outcome == "rejected":
+                        rejected_in_a_row += 1
+                        if rejected_in_a_row > max_rej:
+                            raise BudgetError(
+                                f"the sampler proposed {rejected_in_a_row} over-budget candidates in a row; the "
+                                f"budget {self.budget.text} leaves too little of {self.space.name} (cheapest: "
+                                f"{format_count(self.space.cost_bounds()['min_macs'])}MACs)")
+                        continue
+                    rejected_in_a_row = 0
+                    if outcome == "cached":
+                        evaluated = self._take_evaluated()
+                        self._report("cached", evaluated, runner.in_flight)
+                if runner.in_flight == 0 and evaluated >= self.cfg.trials:
+                    break
+                done = runner.wait(timeout=0.5)  # an inline evaluation runs here: interruptible
+                with critical():
+                    for key, metrics, error in done:
+                        self._finish(key, metrics, error)
+                if done:
+                    evaluated = self._take_evaluated()
+                for key, metrics, error in done:
+                    self._report("error" if error else "done", evaluated, runner.in_flight)
+                    if self.counts["failed"] > max_fail:
+                        raise NasconvError(f"{self.counts['failed']} evaluations failed (more than {max_fail}); "
+                                           f"last: {error}")
+        except BaseException as exc:
+            interrupted = isinstance(exc, KeyboardInterrupt)
+            self._abandon(runner, "interrupted (Ctrl-C)" if interrupted else
+                          f"the driver stopped: {type(exc).__name__}: {str(exc).strip()[:200]}")
+            if not interrupted and is_database_locked(exc):
+                raise locked_error(self.cfg.storage) from None
+            raise
+        finally:
+            mark_gone(self.driver_id)
+            self.interrupts.uninstall()
+            self.heartbeat.stop.set()
+            for cb in self.callbacks:
+                cb.close()
+            if runner is not None and self._runner is None:
+                runner.shutdown()
+            if interrupted:
+                with contextlib.suppress(Exception):
+                    self.snapshot(-1)
+            self.tables.dispose()
+        return self.result(baseline, interrupted)
+
+    def _abandon(self, runner: Any, reason: str) -> None:
+        """Fail (and queue again) the trials still waiting for an evaluation when the driver stops
+        early, so that none stays RUNNING; what cannot be written now, the next driver's
+        recover() does."""
+        if runner is not None:
+            with contextlib.suppress(Exception):
+                runner.cancel_all()
+        for key in list(self.jobs):
+            try:
+                self._fail_job(key, reason, requeue=True)
+            except Exception:
+                self.jobs.pop(key, None)
+
+    def _baseline(self, runner: Any) -> dict[str, Any] | None:
+        """The space's all-standard network, evaluated once for reference (it may be over budget)."""
+        if not self.cfg.evaluate_baseline:
+            return None
+        if "baseline" in self.study.user_attrs:
+            return self.study.user_attrs["baseline"]
+        arch = self.space.baseline()
+        metrics = self.tables.get_cached(self.settings_key, arch.arch_hash)
+        if metrics is None:
+            runner.submit("__baseline__", self.job, arch.to_dict(), self.cfg.eval.to_dict())
+            done: list = []
+            while not done:
+                done = runner.wait(timeout=1.0)
+            _, metrics, error = done[0]
+            if error:
+                raise NasconvError(f"the baseline evaluation failed: {error}")
+            metrics.pop("weights", None)
+            self.tables.put_cached(self.settings_key, arch.arch_hash, self.space.name, metrics)
+        keep = {k: metrics.get(k) for k in ("accuracy", "score", "latency_ms", "params", "macs", "arch_hash")}
+        self.study.set_user_attr("baseline", keep)
+        return keep
+
+    def _ask_one(self, runner: Any) -> str:
+        trial = self.study.ask()
+        try:
+            return self._propose(runner, trial)
+        except Exception as exc:
+            self.heartbeat.remove(_optuna.trial_id(trial))
+            for key, ts in list(self.jobs.items()):
+                if trial in ts:
+                    ts.remove(trial)
+                if not ts:
+                    del self.jobs[key]
+            if isinstance(exc, (optuna.exceptions.UpdateFinishedTrialError, ValueError)) \
+                    and trial_finished(self.storage, trial):
+                return "lost"  # another driver took this one for dead and failed the trial: ask again
+            # Not left RUNNING behind the error.
+            with contextlib.suppress(Exception):
+                trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {str(exc).strip()[:200]}")
+                self.study.tell(trial, state=TrialState.FAIL)
+            raise
+
+    def _propose(self, runner: Any, trial: optuna.trial.Trial) -> str:
+        # Marked and beating from the start: if this driver dies from here on, the next one
+        # recognises the trial as orphaned (by pid on this host, by heartbeat anywhere).
+        trial.set_user_attr("driver", self.driver_id)
+        self.heartbeat.add(_optuna.trial_id(trial))
+        fault_point("after_ask", trial.number)
+        if not self._seeded:
+            self._seeded = True
+            self._reseed(trial.number)
+        arch = suggest_arch(trial, self.space, ordinal=self.ordinal, by_family=self.by_family)
+        cost = estimate_cost(arch)
+        attrs = {"arch": arch.to_dict(), "arch_hash": arch.arch_hash, "ops": arch.ops_label(),
+                 "macs": cost.macs, "params": cost.params}
+        over = self.budget.violations(macs=cost.macs, params=cost.params)
+        if over:
+            _optuna.set_user_attrs(trial, {**attrs, "status": "rejected",
+                                           "reject_reason": "over budget: " + "; ".join(over)})
+            set_constraints(trial, self.budget, cost.macs, cost.params, None)
+            self.study.tell(trial, placeholder_values(self.cfg.objectives, cost.macs, cost.params,
+                                                      self._complete_trials(), self.cfg.eval.proxy))
+            self.heartbeat.remove(_optuna.trial_id(trial))
+            self.counts["rejected"] += 1
+            return "rejected"
+        _optuna.set_user_attrs(trial, attrs)
+        cached = self.tables.get_cached(self.settings_key, arch.arch_hash)
+        if cached is not None:
+            self.heartbeat.remove(_optuna.trial_id(trial))
+            if self._tell_metrics(trial, cached, status="cached"):
+                self.counts["cached"] += 1
+            return "cached"
+        if arch.arch_hash in self.jobs:  # the same architecture is already being evaluated
+            self.jobs[arch.arch_hash].append(trial)
+            return "attached"
+        self.jobs[arch.arch_hash] = [trial]
+        self.job_arch[arch.arch_hash] = arch
+        runner.submit(arch.arch_hash, self.job, arch.to_dict(), self.cfg.eval.to_dict())
+        return "submitted"
+
+    def _tell_metrics(self, trial: optuna.trial.Trial, metrics: dict[str, Any], *, status: str) -> bool:
+        """Tell one evaluated (or cached) trial; False when another driver had failed it already
+        (its parameters are queued again, and this result is in the cache for them)."""
+        macs, params = trial.user_attrs["macs"], trial.user_attrs["params"]
+        try:
+            values = objective_values(metrics, self.cfg.objectives)
+            attrs = {k: metrics[k] for k in TRIAL_ATTRS if metrics.get(k) is not None}
+            attrs["status"] = status
+            if values is None:
+                attrs["fail_reason"] = "the evaluation gave no finite value for every objective"
+            _optuna.set_user_attrs(trial, attrs)
+            if values is None:
+                self.study.tell(trial, state=TrialState.FAIL)
+                self.counts["failed"] += 1
+                return True
+            set_constraints(trial, self.budget, macs, params, metrics.get("latency_ms"))
+            self.study.tell(trial, values)
+        except (optuna.exceptions.UpdateFinishedTrialError, ValueError):
+            if not trial_finished(self.storage, trial):
+                raise
+            return False
+        fault_point("after_tell", trial.number)
+        self.snapshot(trial.number)
+        return True
+
+    def _finish(self, key: str, metrics: dict[str, Any] | None, error: str | None) -> None:
+        if error is not None:
+            self._fail_job(key, error, requeue=False)
+            return
+        payload = metrics.pop("weights", None) if metrics is not None else None
+        if payload is not None:  # tensors: kept beside the database, never in the JSON cache
+            save_weights(self.cfg.storage, self.study_name, key, payload)
+        if metrics is not None:
+            # Cached before told: if this driver dies in between, the next one fails the RUNNING
+            # trial, queues its parameters again, and the re-asked trial takes this result from
+            # the cache instead of evaluating the architecture a second time.
+            self.tables.put_cached(self.settings_key, key, self.space.name, metrics)
+        fault_point("before_tell", key)
+        self.job_arch.pop(key, None)
+        trials = self.jobs.pop(key, [])
+        for i, trial in enumerate(trials):
+            self.heartbeat.remove(_optuna.trial_id(trial))
+            if self._tell_metrics(trial, metrics, status="evaluated" if i == 0 else "cached") and i:
+                self.counts["cached"] += 1
+
+    def _fail_job(self, key: str, reason: str, *, requeue: bool) -> None:
+        self.job_arch.pop(key, None)
+        trials = self.jobs.get(key, [])
+        while trials:
+            trial = trials[0]
+            self.heartbeat.remove(_optuna.trial_id(trial))
+            try:
+                trial.set_user_attr("fail_reason", reason)
+                self.study.tell(trial, state=TrialState.FAIL)
+            except (optuna.exceptions.UpdateFinishedTrialError, ValueError):
+                if not trial_finished(self.storage, trial):
+                    raise
+                trials.pop(0)  # failed and queued again by another driver already
+                continue
+            trials.pop(0)
+            self.counts["failed"] += 1
+            if requeue and trial.params:
+                self.study.enqueue_trial(trial.params, skip_if_exists=False)
+        self.jobs.pop(key, None)
+
+    def result(self, baseline: dict[str, Any] | None, interrupted: bool) -> SearchResult:
+        return SearchResult(
+            study_name=self.study_name, storage=self.cfg.storage, evaluated=self.evaluated_count(),
+            failed=self.counts["failed"], rejected=self.counts["rejected"], cached=self.counts["cached"],
+            front=[trial_summary(t) for t in sorted(self.last_front, key=lambda t: t.number)],
+            hypervolume=self.last_hv, baseline=baseline, interrupted=interrupted)
+
+
+def run_search(cfg: SearchConfig, *, evaluator: Callable[..., dict[str, Any]] = evaluate,
+               runner: Any = None, callbacks: Sequence[SearchCallback] | None = None) -> SearchResult:
+    """Run (or continue) the study until it holds ``cfg.trials`` evaluated candidates."""
+    return SearchDriver(cfg, evaluator=evaluator, runner=runner, callbacks=callbacks).run()
