@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import reprlib
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
@@ -13,6 +14,30 @@ from nasconv.errors import SpaceError
 BLOCKS = ("basic", "bottleneck")
 STEMS = ("imagenet", "small", "cifar")
 FORMAT_VERSION = 1
+
+# Bounds on what an architecture may hold, checked before anything is built from it. Real
+# networks sit far below them (a ResNet stage has 2-36 blocks, even ResNet-1202 has 200; widths
+# reach a few thousand channels; 3-5 stages; inputs of a few hundred pixels; at most tens of
+# thousands of classes). Above them a file is corrupt or hostile, and refusing it here keeps the
+# cost estimate, the model build and every table from computing or allocating without bound.
+#: the longest architecture JSON text read (characters); a spec is ~1 kB, an export's metadata a few kB
+MAX_JSON_CHARS = 1_000_000
+#: stages per network
+MAX_STAGES = 64
+#: blocks per stage
+MAX_DEPTH = 10_000
+#: channels of a stage's mid width, of the stem and of the input
+MAX_WIDTH = 65_536
+#: a bottleneck's output-to-mid width ratio (ResNet's is 4)
+MAX_EXPANSION = 64
+#: input side in pixels
+MAX_RESOLUTION = 16_384
+#: output classes (ImageNet-21k has 21,841)
+MAX_CLASSES = 10_000_000
+#: hyperparameters of one operator, characters of one name or string value, magnitude of a number
+MAX_HYPER = 32
+MAX_NAME_CHARS = 256
+MAX_HYPER_NUMBER = 10**15
 
 
 def canonical_value(value: Any) -> Any:
@@ -26,7 +51,9 @@ def canonical_value(value: Any) -> Any:
             raise SpaceError(f"hyperparameter values must be finite, got {value!r}")
         if value.is_integer():
             return int(value)
-        return float(f"{value:.12g}")
+        rounded = float(f"{value:.12g}")
+        # 100000000000.5 rounds to 100000000000.0: an int here as when the JSON is read back
+        return int(rounded) if rounded.is_integer() else rounded
     raise SpaceError(f"hyperparameter values must be numbers or strings, got {value!r}")
 
 
@@ -119,43 +146,69 @@ class ArchSpec:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "ArchSpec":
-        try:
-            stem = data["stem"]
-            stages = tuple(
-                StageSpec(
-                    block=str(s["block"]), depth=_int(s["depth"], f"stages[{i}].depth"),
-                    width=_int(s["width"], f"stages[{i}].width"), stride=_int(s["stride"], f"stages[{i}].stride"),
-                    op=OpChoice.make(s["op"], s.get("hyper") or {}),
-                    expansion=_int(s.get("expansion", 4 if s["block"] == "bottleneck" else 1),
-                                   f"stages[{i}].expansion"),
-                )
-                for i, s in enumerate(data["stages"])
-            )
-            arch = cls(
-                space=str(data["space"]),
-                resolution=_int(data["resolution"], "resolution"),
-                in_channels=_int(data["in_channels"], "in_channels"),
-                num_classes=_int(data["num_classes"], "num_classes"),
-                stem=str(stem["type"]), stem_width=_int(stem["width"], "stem.width"),
-                stages=stages, head=str(data.get("head", "avgpool-linear")),
-            )
-        except SpaceError:
-            raise
-        except (KeyError, TypeError, AttributeError) as exc:
-            raise SpaceError(f"malformed architecture JSON: missing or wrong field {exc}") from None
+        """Read :meth:`to_dict`'s output; refuse, with a one-line :class:`SpaceError`, anything else.
+
+        Keys that nasconv does not know are ignored, as they always were (files may carry extra
+        information); a ``format`` other than :data:`FORMAT_VERSION` is refused.
+        """
+        if not isinstance(data, Mapping):
+            raise SpaceError(f"architecture JSON must be an object, got {_kind(data)}")
+        if "format" in data and (isinstance(data["format"], bool) or data["format"] != FORMAT_VERSION):
+            raise SpaceError(f"architecture format {_show(data['format'])} is not supported; "
+                             f"this nasconv reads format {FORMAT_VERSION}")
+        stem = _field(data, "stem", "stem", Mapping)
+        raw_stages = _field(data, "stages", "stages", (list, tuple))
+        if len(raw_stages) > MAX_STAGES:  # before a single stage is read
+            raise SpaceError(f"an architecture may have at most {MAX_STAGES} stages, got {len(raw_stages):,}")
+        stages = []
+        for i, s in enumerate(raw_stages):
+            where = f"stages[{i}]"
+            if not isinstance(s, Mapping):
+                raise SpaceError(f"malformed architecture JSON: {where} must be an object, got {_kind(s)}")
+            block = _str(_field(s, "block", f"{where}.block"), f"{where}.block")
+            stages.append(StageSpec(
+                block=block,
+                depth=_int(_field(s, "depth", f"{where}.depth"), f"{where}.depth"),
+                width=_int(_field(s, "width", f"{where}.width"), f"{where}.width"),
+                stride=_int(_field(s, "stride", f"{where}.stride"), f"{where}.stride"),
+                op=OpChoice.make(_str(_field(s, "op", f"{where}.op"), f"{where}.op"),
+                                 _hyper(s.get("hyper"), f"{where}.hyper")),
+                expansion=_int(s.get("expansion", 4 if block == "bottleneck" else 1), f"{where}.expansion"),
+            ))
+        arch = cls(
+            space=_str(_field(data, "space", "space"), "space"),
+            resolution=_int(_field(data, "resolution", "resolution"), "resolution"),
+            in_channels=_int(_field(data, "in_channels", "in_channels"), "in_channels"),
+            num_classes=_int(_field(data, "num_classes", "num_classes"), "num_classes"),
+            stem=_str(_field(stem, "type", "stem.type"), "stem.type"),
+            stem_width=_int(_field(stem, "width", "stem.width"), "stem.width"),
+            stages=tuple(stages), head=_str(data.get("head", "avgpool-linear"), "head"),
+        )
         arch.check()
         return arch
 
     @classmethod
-    def from_json(cls, text: str) -> "ArchSpec":
+    def from_json(cls, text: str | bytes) -> "ArchSpec":
+        """Parse an architecture (or the ``{"arch": ...}`` wrapper of ``sample --json`` / an export).
+
+        Any input either gives a checked :class:`ArchSpec` or raises :class:`SpaceError` with a
+        one-line message, in time and memory bounded by :data:`MAX_JSON_CHARS`.
+        """
+        if not isinstance(text, (str, bytes, bytearray)):
+            raise SpaceError(f"architecture JSON must be text, got {type(text).__name__}")
+        if len(text) > MAX_JSON_CHARS:
+            raise SpaceError(f"architecture JSON is {len(text):,} characters long; an architecture file "
+                             f"may have at most {MAX_JSON_CHARS:,}")
         try:
             data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise SpaceError(f"architecture is not valid JSON: {exc}") from None
+        except RecursionError:  # json's C scanner counts nesting against the recursion limit
+            raise SpaceError("architecture is not valid JSON: nested too deeply") from None
+        except ValueError as exc:  # JSONDecodeError, undecodable bytes, integers of over 4300 digits
+            raise SpaceError(f"architecture is not valid JSON: {_one_line(str(exc))}") from None
         if isinstance(data, dict) and "arch" in data and isinstance(data["arch"], dict):
             data = data["arch"]  # accept the output of `nasconv sample --json` / export metadata
         if not isinstance(data, dict):
-            raise SpaceError("architecture JSON must be an object")
+            raise SpaceError(f"architecture JSON must be an object, got {_kind(data)}")
         return cls.from_dict(data)
 
     # --- identity ---------------------------------------------------------------------------
@@ -167,18 +220,24 @@ class ArchSpec:
     def check(self) -> None:
         """Structural sanity (types and ranges); membership in a space is the space's job."""
         if self.stem not in STEMS:
-            raise SpaceError(f"stem.type must be one of {', '.join(STEMS)}, got {self.stem!r}")
-        for name, v in (("resolution", self.resolution), ("in_channels", self.in_channels),
-                        ("num_classes", self.num_classes), ("stem.width", self.stem_width)):
-            if v < 1:
-                raise SpaceError(f"{name} must be >= 1, got {v}")
+            raise SpaceError(f"stem.type must be one of {', '.join(STEMS)}, got {_show(self.stem)}")
+        for name, v, most in (("resolution", self.resolution, MAX_RESOLUTION),
+                              ("in_channels", self.in_channels, MAX_WIDTH),
+                              ("num_classes", self.num_classes, MAX_CLASSES),
+                              ("stem.width", self.stem_width, MAX_WIDTH)):
+            _check_range(name, v, most)
         if not self.stages:
             raise SpaceError("an architecture needs at least one stage")
+        if len(self.stages) > MAX_STAGES:
+            raise SpaceError(f"an architecture may have at most {MAX_STAGES} stages, got {len(self.stages):,}")
         for i, s in enumerate(self.stages):
             if s.block not in BLOCKS:
-                raise SpaceError(f"stages[{i}].block must be one of {', '.join(BLOCKS)}, got {s.block!r}")
-            if s.depth < 1 or s.width < 1 or s.stride not in (1, 2) or s.expansion < 1:
-                raise SpaceError(f"stages[{i}]: depth and width must be >= 1 and stride 1 or 2, got {s}")
+                raise SpaceError(f"stages[{i}].block must be one of {', '.join(BLOCKS)}, got {_show(s.block)}")
+            _check_range(f"stages[{i}].depth", s.depth, MAX_DEPTH)
+            _check_range(f"stages[{i}].width", s.width, MAX_WIDTH)
+            _check_range(f"stages[{i}].expansion", s.expansion, MAX_EXPANSION)
+            if s.stride not in (1, 2) or isinstance(s.stride, bool):
+                raise SpaceError(f"stages[{i}].stride must be 1 or 2, got {_show(s.stride)}")
 
     def ops_label(self) -> str:
         return " | ".join(s.op.label() for s in self.stages)
@@ -193,5 +252,75 @@ def _int(value: Any, key: str) -> int:
     if isinstance(value, float) and value.is_integer():
         return int(value)
     if not isinstance(value, int):
-        raise SpaceError(f"{key} must be an integer, got {value!r}")
+        raise SpaceError(f"{key} must be an integer, got {_show(value)}")
     return value
+
+
+def _str(value: Any, key: str) -> str:
+    if not isinstance(value, str):
+        raise SpaceError(f"{key} must be a string, got {_show(value)}")
+    if len(value) > MAX_NAME_CHARS:
+        raise SpaceError(f"{key} must be at most {MAX_NAME_CHARS} characters, got {len(value):,}")
+    return value
+
+
+def _field(data: Mapping[str, Any], key: str, where: str, kind: type | tuple[type, ...] | None = None) -> Any:
+    if key not in data:
+        raise SpaceError(f"malformed architecture JSON: missing field {where!r}")
+    value = data[key]
+    if kind is not None and not isinstance(value, kind):
+        what = "an object" if kind is Mapping else "a list"
+        raise SpaceError(f"malformed architecture JSON: {where} must be {what}, got {_kind(value)}")
+    return value
+
+
+def _hyper(value: Any, where: str) -> dict[str, Any]:
+    """An operator's hyperparameters, refused before :func:`canonical_value` sees anything odd."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise SpaceError(f"malformed architecture JSON: {where} must be an object, got {_kind(value)}")
+    if len(value) > MAX_HYPER:
+        raise SpaceError(f"{where} may have at most {MAX_HYPER} entries, got {len(value):,}")
+    for k, v in value.items():
+        key = f"{where}.{_str(k, f'a key of {where}')}"
+        if isinstance(v, str):
+            _str(v, key)
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            if isinstance(v, float) and not math.isfinite(v):  # math.isfinite overflows on a huge int
+                raise SpaceError(f"hyperparameter values must be finite, got {key} = {v!r}")
+            if abs(v) > MAX_HYPER_NUMBER:
+                raise SpaceError(f"{key} must be at most {MAX_HYPER_NUMBER:.0e} in magnitude, got {_show(v)}")
+        elif not (v is None or isinstance(v, bool)):
+            raise SpaceError(f"hyperparameter values must be numbers or strings, got {key} = {_show(v)}")
+    return dict(value)
+
+
+def _check_range(key: str, value: int, most: int) -> None:
+    if value < 1:
+        raise SpaceError(f"{key} must be >= 1, got {_show(value)}")
+    if value > most:
+        raise SpaceError(f"{key} must be at most {most:,}, got {_show(value)}")
+
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother, _REPR.maxlong = 2, 60, 60, 40
+
+
+def _show(value: Any) -> str:
+    """A short one-line rendering of a (possibly huge or hostile) value for an error message."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
+        return f"an integer of {value.bit_length():,} bits"  # repr() of a huge int is slow or refused
+    try:
+        return _one_line(_REPR.repr(value))
+    except Exception:  # a value whose repr fails still gets a message
+        return f"a {type(value).__name__}"
+
+
+def _kind(value: Any) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number",
+            float: "a number", type(None): "null"}.get(type(value), f"a {type(value).__name__}")
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
