@@ -11,8 +11,8 @@ The public API a Python user needs, by task::
     model = nasconv.load_exported("exported/<name>")       # an exported architecture, ready to run
 
 Subpackages: ``ops`` (operators), ``data``, ``storage``, ``results``, ``search``, ``export``,
-``cli`` (the command line, which nothing in the library imports). Names from the evaluation,
-search and export layers load on first use, so that ``import nasconv`` stays light.
+``cli`` (the command line, which nothing in the library imports). The public names load on
+first use, so that ``import nasconv`` stays light (no torch).
 """
 
 from __future__ import annotations
@@ -28,15 +28,23 @@ from nasconv._version import __version__
 # runtime; a user's own setting wins.
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from nasconv.arch import ArchSpec, OpChoice, StageSpec  # noqa: E402
-from nasconv.budget import Budget, parse_budget  # noqa: E402
-from nasconv.build import build_model  # noqa: E402
-from nasconv.cost import NetworkCost, estimate_cost  # noqa: E402
 from nasconv.errors import NasconvError  # noqa: E402
-from nasconv.spaces import SearchSpace, list_spaces, load_arch, load_space  # noqa: E402
 
-#: public name -> (module, attribute), imported on first access
+#: public name -> (module, attribute), imported on first access: most import torch, which
+#: ``nasconv --help`` does not need, and which the CLI loads inside its Ctrl-C handling
 _LAZY = {
+    "ArchSpec": ("nasconv.arch", "ArchSpec"),
+    "OpChoice": ("nasconv.arch", "OpChoice"),
+    "StageSpec": ("nasconv.arch", "StageSpec"),
+    "Budget": ("nasconv.budget", "Budget"),
+    "parse_budget": ("nasconv.budget", "parse_budget"),
+    "build_model": ("nasconv.build", "build_model"),
+    "NetworkCost": ("nasconv.cost", "NetworkCost"),
+    "estimate_cost": ("nasconv.cost", "estimate_cost"),
+    "SearchSpace": ("nasconv.spaces", "SearchSpace"),
+    "list_spaces": ("nasconv.spaces", "list_spaces"),
+    "load_arch": ("nasconv.spaces", "load_arch"),
+    "load_space": ("nasconv.spaces", "load_space"),
     "EvalConfig": ("nasconv.evaluate", "EvalConfig"),
     "evaluate": ("nasconv.evaluate", "evaluate"),
     "SearchConfig": ("nasconv.search", "SearchConfig"),
@@ -48,10 +56,15 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
+    from nasconv.arch import ArchSpec, OpChoice, StageSpec
+    from nasconv.budget import Budget, parse_budget
+    from nasconv.build import build_model
+    from nasconv.cost import NetworkCost, estimate_cost
     from nasconv.evaluate import EvalConfig, evaluate
     from nasconv.export import export_space_arch, export_study
     from nasconv.export import load as load_exported
     from nasconv.search import SearchConfig, SearchResult, run_search
+    from nasconv.spaces import SearchSpace, list_spaces, load_arch, load_space
 
 
 def __getattr__(name: str) -> Any:

@@ -6,6 +6,8 @@ message on one line and exits with :attr:`NasconvError.exit_code`.
 
 from __future__ import annotations
 
+import signal
+
 
 class NasconvError(Exception):
     """Base of every nasconv error. The CLI exits with ``exit_code`` (1)."""
@@ -53,3 +55,28 @@ class DeviceError(NasconvError):
 
 class StorageError(NasconvError):
     """A study storage that cannot be opened or that holds something unexpected."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP (a scheduler, ``kill``, a closed terminal), stopping like Ctrl-C.
+
+    A ``KeyboardInterrupt``, so that whatever cleans up after Ctrl-C cleans up after these too.
+    The CLI exits with :attr:`exit_code` (128 + the signal number, as a shell reports a process
+    the signal killed). ``note`` is what the stopped work leaves behind, for that one line.
+    """
+
+    def __init__(self, signum: int, note: str = "") -> None:
+        self.signum = int(signum)
+        self.note = note
+        super().__init__(self.signame)
+
+    @property
+    def signame(self) -> str:
+        try:
+            return signal.Signals(self.signum).name
+        except ValueError:
+            return f"signal {self.signum}"
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum

@@ -25,9 +25,14 @@ from nasconv.errors import UnknownNameError, UsageError
 from nasconv.faults import fault_point
 from nasconv.profile import measure_latency, resolve_device
 from nasconv.proxies import ZERO_COST_PROXIES, zero_cost_score
+from nasconv.spaces import MAX_RESOLUTION
 from nasconv.train import TrainConfig, train_candidate
 
 PROXIES = ("train",) + ZERO_COST_PROXIES
+#: bounds of the measurement settings: past them an evaluation tries to allocate more memory than
+#: any machine has (a space's own resolution is bounded by its file's checks)
+MAX_BATCH = 1024
+MAX_BATCH_PIXELS = 2**26
 #: settings that do not change an evaluation's result, so not part of its cache key
 UNKEYED_SETTINGS = ("data_dir", "threads", "latency_max_time_s")
 
@@ -63,8 +68,19 @@ class EvalConfig:
     def check(self) -> None:
         if self.proxy not in PROXIES:
             raise UnknownNameError("proxy", self.proxy, PROXIES)
-        if self.latency_batch < 1:
-            raise UsageError(f"latency batch size must be >= 1, got {self.latency_batch}")
+        if not 1 <= self.latency_batch <= MAX_BATCH:
+            raise UsageError(f"latency batch size must be in [1, {MAX_BATCH}], got {self.latency_batch:,}")
+        for what, res in (("latency resolution", self.latency_resolution), ("resolution", self.train.resolution)):
+            if res is not None and not 1 <= res <= MAX_RESOLUTION:
+                raise UsageError(f"{what} must be in [1, {MAX_RESOLUTION}], got {res:,}")
+        # One batch's input, whatever the network makes of it, must fit a machine's memory.
+        for what, batch, res in (("latency", self.latency_batch, self.latency_resolution or 0),
+                                 ("training", self.train.batch_size, self.train.resolution)):
+            if batch * res * res > MAX_BATCH_PIXELS:
+                raise UsageError(f"{what} batch {batch:,} at {res:,}px is {batch * res * res:,} pixels per batch, "
+                                 f"more than {MAX_BATCH_PIXELS:,}; lower the batch size or the resolution")
+        if not 0 <= self.train.seed < 2**32:
+            raise UsageError(f"--seed must be in [0, 2**32), got {self.train.seed}")
         if self.threads is not None and self.threads < 1:
             raise UsageError(f"threads must be >= 1, got {self.threads}")
         if self.latency_threads is not None and self.latency_threads < 1:

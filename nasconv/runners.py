@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import sys
+import threading
 import time
 from typing import Any, Callable, Hashable
 
@@ -57,6 +59,18 @@ def _error_text(exc: BaseException) -> str:
     lines = [ln for ln in msg if ln.strip()]
     text = lines[-1] if lines else ""
     return f"{type(cause).__name__}: {text}"[:500]
+
+
+def _signal_handlers() -> dict[int, Any]:
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+
+
+def _restore_signal_handlers(handlers: dict[int, Any]) -> None:
+    for signum, handler in handlers.items():
+        # None: a handler set outside Python; the default is the nearest Python can restore.
+        signal.signal(signum, signal.SIG_DFL if handler is None else handler)
 
 
 class InlineRunner:
@@ -119,6 +133,7 @@ class RayRunner:
         os.environ.setdefault("RAY_DEDUP_LOGS", "0")
         # The driver's modules must be importable by workers started from another directory.
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        handlers = _signal_handlers()
         try:
             if address:
                 ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level="error",
@@ -140,6 +155,14 @@ class RayRunner:
             where = f"at {address}" if address else "locally"
             raise NasconvError(f"cannot start Ray {where}: {type(exc).__name__}: "
                                f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}") from None
+        except BaseException:  # Ctrl-C, SIGTERM, SIGHUP while Ray starts: stop what it started
+            self.shutdown()
+            raise
+        finally:
+            # ray.init sets SIGTERM handlers of its own (one that exits at once, and a crash
+            # report with a native stack trace that then aborts): the caller's stay in force, and
+            # a driver that stops calls shutdown(), which ends what Ray started.
+            _restore_signal_handlers(handlers)
         if gpus_per_trial:
             total = ray.cluster_resources().get("GPU", 0)
             if total < gpus_per_trial:

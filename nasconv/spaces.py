@@ -7,7 +7,9 @@ choices with their hyperparameter grids; see ``search_spaces/resnet50.yaml``.
 from __future__ import annotations
 
 import functools
+import hashlib
 import itertools
+import json
 import math
 import random
 from dataclasses import dataclass
@@ -23,6 +25,24 @@ from nasconv.errors import HyperparameterError, NasconvError, SpaceError, Unknow
 from nasconv.ops import get_op, validate_op
 
 SPACE_SUFFIXES = (".yaml", ".yml")
+
+# Bounds of what a space file may ask for: beyond them a network cannot be built or evaluated
+# on any machine nasconv targets, and a typo (an extra zero or three) should fail at load time,
+# not as a terabyte allocation in a worker.
+MAX_RESOLUTION = 4096
+MAX_IN_CHANNELS = 1024
+MAX_CLASSES = 100_000
+MAX_WIDTH = 8192
+MAX_DEPTH = 100
+MAX_STAGES = 64
+MAX_EXPANSION = 16
+#: operator choices one entry of ``choices`` may expand to (the product of its hyperparameter lists)
+MAX_OP_GRID = 4096
+#: (operator, depth, width) combinations of one stage times its input widths: the exact cost
+#: bounds visit each once, so this bounds the time ``space show`` and a search's start take
+MAX_STAGE_WORK = 50_000
+#: YAML nodes of a space file once aliases are expanded (a real one has a few hundred)
+MAX_YAML_NODES = 100_000
 
 
 @dataclass(frozen=True)
@@ -59,6 +79,25 @@ class SearchSpace:
     @property
     def proxy_settings(self) -> dict[str, Any]:
         return dict(self.proxy)
+
+    @functools.cached_property
+    def content_hash(self) -> str:
+        """16 hex digits of the canonical JSON of what makes the space's architectures: input,
+        stem and every stage's grids and operator choices, in order (the order numbers Optuna's
+        categorical choices). Not the name, description, source file or proxy settings: two files
+        that parse to the same architectures have the same hash, and one that reuses a name with
+        other choices has another."""
+        content = {
+            "resolution": self.resolution, "in_channels": self.in_channels, "num_classes": self.num_classes,
+            "stem": self.stem, "stem_width": self.stem_width,
+            "stages": [{"block": st.block, "stride": st.stride, "expansion": st.expansion,
+                        "depths": list(st.depths), "depth_default": st.depth_default,
+                        "widths": list(st.widths), "width_default": st.width_default,
+                        "ops": [[op.name, [list(kv) for kv in op.hyper]] for op in st.ops]}
+                       for st in self.stages],
+        }
+        text = json.dumps(content, sort_keys=True, separators=(",", ":"), allow_nan=False)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     # --- architectures --------------------------------------------------------------------
     def make_arch(self, choices: Iterable[tuple[OpChoice, int, int]]) -> ArchSpec:
@@ -171,11 +210,54 @@ def list_spaces() -> list[str]:
 def load_space(name_or_path: str | Path) -> SearchSpace:
     """A shipped space by name (``resnet50``) or a user's YAML file by path."""
     text, source = _read_space(str(name_or_path))
+    return _cached_parse(_freeze(_load_yaml(text, source)), source)
+
+
+def _load_yaml(text: str, source: str) -> Any:
+    """``yaml.safe_load`` that refuses duplicate keys (YAML keeps the last one without a word)
+    and files that aliases expand past :data:`MAX_YAML_NODES` ("billion laughs")."""
+    loader = yaml.SafeLoader(text)
     try:
-        data = yaml.safe_load(text)
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_nodes(node, source)
+        return loader.construct_document(node)
     except yaml.YAMLError as exc:
-        raise SpaceError(f"{source}: not valid YAML: {str(exc).splitlines()[0]}") from None
-    return _cached_parse(_freeze(data), source)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SpaceError(f"{source}: not valid YAML: {first}") from None
+    finally:
+        loader.dispose()
+
+
+def _check_nodes(root: yaml.Node, source: str) -> None:
+    # An alias is the anchored node object itself, so walking the tree visits each as often as
+    # the constructed data would hold it: the count is the expanded size, stopped at the limit.
+    stack: list[tuple[yaml.Node, str]] = [(root, "")]
+    visits = 0
+    while stack:
+        node, path = stack.pop()
+        visits += 1
+        if visits > MAX_YAML_NODES:
+            raise SpaceError(f"{source}: more than {MAX_YAML_NODES:,} YAML nodes once aliases are expanded; "
+                             "a space file needs a few hundred")
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[tuple[str, str], int] = {}
+            for key_node, value_node in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    stack.append((value_node, path))
+                    continue
+                name = key_node.value if isinstance(key_node, yaml.ScalarNode) else "?"
+                full = f"{path}.{name}" if path else str(name)
+                key = (key_node.tag, name) if isinstance(key_node, yaml.ScalarNode) else None
+                if key is not None:
+                    line = key_node.start_mark.line + 1
+                    if key in seen:
+                        raise SpaceError(f"{source}: {full}: duplicate key (lines {seen[key]} and {line})")
+                    seen[key] = line
+                stack.append((value_node, full))
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend((item, f"{path}[{i}]") for i, item in enumerate(node.value))
 
 
 def _read_space(arg: str) -> tuple[str, str]:
@@ -249,24 +331,29 @@ def parse_space(data: Any, *, source: str = "<space>") -> SearchSpace:
         if key not in TOP_KEYS:
             raise where.error(str(key), f"unknown key; accepted: {', '.join(sorted(TOP_KEYS))}")
     name = _req(data, "name", str, where)
-    resolution = _req(data, "resolution", int, where)
-    in_channels = _req(data, "in_channels", int, where)
-    num_classes = _req(data, "num_classes", int, where)
+    resolution = _bounded(_req(data, "resolution", int, where), "resolution", where, MAX_RESOLUTION)
+    in_channels = _bounded(_req(data, "in_channels", int, where), "in_channels", where, MAX_IN_CHANNELS)
+    num_classes = _bounded(_req(data, "num_classes", int, where), "num_classes", where, MAX_CLASSES)
     stem = _req(data, "stem", dict, where)
     stem_type = _req(stem, "type", str, where, "stem")
-    stem_width = _req(stem, "width", int, where, "stem")
+    stem_width = _bounded(_req(stem, "width", int, where, "stem"), "stem.width", where, MAX_WIDTH)
     if stem_type not in STEMS:
         raise where.error("stem.type", f"must be one of {', '.join(STEMS)}, got {stem_type!r}")
     block = _req(data, "block", str, where)
     if block not in BLOCKS:
         raise where.error("block", f"must be one of {', '.join(BLOCKS)}, got {block!r}")
     expansion = data.get("expansion", 4 if block == "bottleneck" else 1)
+    if not isinstance(expansion, int) or isinstance(expansion, bool):
+        raise where.error("expansion", f"must be int, got {expansion!r}")
+    _bounded(expansion, "expansion", where, MAX_EXPANSION)
     if block == "basic" and expansion != 1:
         raise where.error("expansion", "basic blocks have expansion 1")
     default_choices = data.get("choices")
     stages_data = _req(data, "stages", list, where)
     if not stages_data:
         raise where.error("stages", "at least one stage is needed")
+    if len(stages_data) > MAX_STAGES:
+        raise where.error("stages", f"{len(stages_data)} stages, more than {MAX_STAGES}")
 
     stages: list[StageSpace] = []
     prev_widths = (stem_width,)
@@ -278,8 +365,8 @@ def parse_space(data: Any, *, source: str = "<space>") -> SearchSpace:
         for key in sd:
             if key not in STAGE_KEYS:
                 raise where.error(f"{p}.{key}", f"unknown key; accepted: {', '.join(sorted(STAGE_KEYS))}")
-        depths, d_default = _grid(sd.get("depth"), f"{p}.depth", where, multipliers=False)
-        widths, w_default = _grid(sd.get("width"), f"{p}.width", where, multipliers=True)
+        depths, d_default = _grid(sd.get("depth"), f"{p}.depth", where, multipliers=False, maximum=MAX_DEPTH)
+        widths, w_default = _grid(sd.get("width"), f"{p}.width", where, multipliers=True, maximum=MAX_WIDTH)
         stride = _req(sd, "stride", int, where, p)
         if stride not in (1, 2):
             raise where.error(f"{p}.stride", f"must be 1 or 2, got {stride}")
@@ -288,6 +375,11 @@ def parse_space(data: Any, *, source: str = "<space>") -> SearchSpace:
         if choices_data is None:
             raise where.error(choices_path, "no operator choices (give `choices` at the top or per stage)")
         ops = _parse_choices(choices_data, choices_path, where)
+        work = len(ops) * len(depths) * len(widths) * len(prev_widths)
+        if work > MAX_STAGE_WORK:
+            raise where.error(p, f"{len(ops)} operator choices x {len(depths)} depths x {len(widths)} widths "
+                                 f"x {len(prev_widths)} input widths is {work:,} combinations, more than the "
+                                 f"{MAX_STAGE_WORK:,} whose exact cost bounds nasconv computes; split the grids")
         # Every operator choice must fit every convolution it replaces in this stage, for every
         # width choice: caught here, not at build time.
         shapes = set()
@@ -329,12 +421,16 @@ def _choice_index(choices_data: list, op: OpChoice) -> int:
     return 0
 
 
-def _grid(value: Any, path: str, where: _Path, *, multipliers: bool) -> tuple[tuple[int, ...], int]:
+def _bounded(value: int, path: str, where: _Path, maximum: int) -> int:
+    if not 1 <= value <= maximum:
+        raise where.error(path, f"must be in [1, {maximum:,}], got {value:,}")
+    return value
+
+
+def _grid(value: Any, path: str, where: _Path, *, multipliers: bool, maximum: int) -> tuple[tuple[int, ...], int]:
     """``3`` or ``{choices: [2, 3, 4], default: 3}`` or, for widths, ``{base: 64, multipliers: [...]}``."""
     if isinstance(value, int) and not isinstance(value, bool):
-        if value < 1:
-            raise where.error(path, f"must be >= 1, got {value}")
-        return (value,), value
+        return (_bounded(value, path, where, maximum),), value
     if not isinstance(value, dict):
         raise where.error(path, f"must be an integer or a mapping with `choices`, got {value!r}")
     if multipliers and "base" in value:
@@ -347,11 +443,20 @@ def _grid(value: Any, path: str, where: _Path, *, multipliers: bool) -> tuple[tu
             if not isinstance(m, (int, float)) or m <= 0 or not float(base * m).is_integer():
                 raise where.error(f"{path}.multipliers", f"{m!r} x {base} must be a positive whole number")
             choices.append(int(base * m))
-        default = int(base * value.get("default", 1))
+        for c in choices:
+            _bounded(c, f"{path}.multipliers", where, maximum)
+        default_mult = value.get("default", 1)
+        if not isinstance(default_mult, (int, float)) or isinstance(default_mult, bool) \
+                or not math.isfinite(default_mult):
+            raise where.error(f"{path}.default", f"must be one of the multipliers, got {default_mult!r}")
+        default = int(base * default_mult)
     else:
         choices = value.get("choices")
-        if not isinstance(choices, list) or not choices or not all(isinstance(c, int) and c >= 1 for c in choices):
+        if not isinstance(choices, list) or not choices or not all(
+                isinstance(c, int) and not isinstance(c, bool) and c >= 1 for c in choices):
             raise where.error(f"{path}.choices", "must be a non-empty list of positive integers")
+        for c in choices:
+            _bounded(c, f"{path}.choices", where, maximum)
         default = value.get("default", choices[0])
     if default not in choices:
         raise where.error(f"{path}.default", f"{default!r} is not one of the choices {choices}")
@@ -383,6 +488,9 @@ def _parse_choices(data: Any, path: str, where: _Path) -> tuple[OpChoice, ...]:
             if not values:
                 raise where.error(f"{p}.{key}", "empty list of values")
             grid[key] = values
+        n = math.prod(len(v) for v in grid.values())
+        if n > MAX_OP_GRID:
+            raise where.error(p, f"its hyperparameter lists make {n:,} operator choices, more than {MAX_OP_GRID:,}")
         for combo in itertools.product(*grid.values()):
             op = OpChoice.make(spec.name, dict(zip(grid, combo)))
             if op not in ops:

@@ -587,4 +587,6 @@ def test_cli_study_weights_of_a_reduced_proxy_are_refused(study, tmp_path, capsy
 def test_weights_dir_follows_a_sqlite_storage(tmp_path, monkeypatch):
     monkeypatch.delenv("NASCONV_WEIGHTS_DIR", raising=False)
     path = weights_path(f"sqlite:///{tmp_path}/db/s.db", "a/b", "0123")
-    assert path == tmp_path / "db" / "weights" / "a_b" / "0123.pt"
+    # "a/b" no longer shares the folder "a_b" of the study a_b: a slug plus a hash of the name
+    assert path.parent.parent == tmp_path / "db" / "weights" and path.name == "0123.pt"
+    assert path.parent.name.startswith("a_b-") and len(path.parent.name) == len("a_b-") + 8

@@ -5,30 +5,48 @@ One module per command (:data:`TABLE`), each with ``add_parser(sub)`` and ``run(
 results; the rules themselves live in the library.
 
 Errors a user can cause end in one line on stderr and a non-zero exit: 2 for usage errors
-(unknown names, malformed values), 1 for the rest, 130 for Ctrl-C.
+(unknown names, malformed values), 1 for the rest, 130 for Ctrl-C, 143 for SIGTERM and 129 for
+SIGHUP (128 + the signal number; both stop as Ctrl-C does).
 
 May import: any nasconv package (heavy ones inside ``run()``, so that ``nasconv --help`` starts
-fast). Nothing in the library imports the CLI.
+fast). The command modules load inside :func:`main`, so that a Ctrl-C while torch loads ends
+in the same one line as any other. Nothing in the library imports the CLI.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
+import signal
 import sys
+import threading
 from types import ModuleType
-from typing import Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from nasconv._version import __version__
-from nasconv.cli import cost, dashboard, evaluate, export, ops, pareto, sample, search, space
 from nasconv.cli._common import BUDGET_HELP, Parser
-from nasconv.errors import NasconvError
+from nasconv.errors import NasconvError, Terminated
 
-#: command -> its module, in the order ``nasconv --help`` lists them
-TABLE: dict[str, ModuleType] = {
-    "ops": ops, "space": space, "cost": cost, "sample": sample, "evaluate": evaluate, "search": search,
-    "pareto": pareto, "dashboard": dashboard, "export": export,
-}
+#: the commands, in the order ``nasconv --help`` lists them (module ``nasconv.cli.<name>`` each)
+COMMANDS = ("ops", "space", "cost", "sample", "evaluate", "search", "pareto", "dashboard", "export")
+
+if TYPE_CHECKING:  # at run time TABLE loads on first use (module __getattr__)
+    TABLE: dict[str, ModuleType]
+
+
+def _table() -> dict[str, ModuleType]:
+    """Command -> its module. Some import torch at their top: loaded here, inside main()."""
+    table = globals().get("TABLE")
+    if table is None:
+        table = globals()["TABLE"] = {name: importlib.import_module(f"nasconv.cli.{name}") for name in COMMANDS}
+    return table
+
+
+def __getattr__(name: str) -> Any:
+    if name == "TABLE":
+        return _table()
+    raise AttributeError(f"module 'nasconv.cli' has no attribute {name!r}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,9 +55,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"nasconv {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
-    for module in TABLE.values():
+    for module in _table().values():
         module.add_parser(sub)
     return p
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated(signum)
+
+
+def _stop_on_signals() -> dict[int, Any]:
+    """SIGTERM and SIGHUP raise Terminated, as SIGINT raises KeyboardInterrupt, unless ignored
+    (``nohup``); returns the handlers to restore. A search refines this (deferred while a trial
+    is told)."""
+    previous: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            current = signal.getsignal(signum)
+            if current is not signal.SIG_IGN:
+                previous[signum] = signal.SIG_DFL if current is None else current
+                signal.signal(signum, _raise_terminated)
+    return previous
 
 
 def _join_negative_values(argv: list[str]) -> list[str]:
@@ -56,11 +92,15 @@ def _join_negative_values(argv: list[str]) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    previous = _stop_on_signals()
     try:
         args = build_parser().parse_args(_join_negative_values(list(sys.argv[1:] if argv is None else argv)))
-        return int(TABLE[args.command].run(args) or 0)
+        return int(_table()[args.command].run(args) or 0)
     except NasconvError as exc:
         print(f"nasconv: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except Terminated as exc:
+        print(f"nasconv: interrupted by {exc.signame}" + (f": {exc.note}" if exc.note else ""), file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("nasconv: interrupted", file=sys.stderr)
@@ -74,6 +114,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"nasconv: internal error: {type(exc).__name__}: {msg} (NASCONV_DEBUG=1 shows the traceback)",
               file=sys.stderr)
         return 1
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
-__all__ = ["TABLE", "build_parser", "main"]
+__all__ = ["COMMANDS", "TABLE", "build_parser", "main"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from typing import TYPE_CHECKING, Any
 
 from nasconv.errors import UsageError
@@ -23,7 +24,19 @@ class Parser(argparse.ArgumentParser):
 
 
 def print_json(obj: Any) -> None:
-    print(json.dumps(obj, indent=2, sort_keys=False))
+    """Strict JSON (RFC 8259): a NaN or infinite number (a diverged loss) is written as null,
+    which every parser reads, where Python's default ``NaN`` is refused by most."""
+    print(json.dumps(_finite(obj), indent=2, sort_keys=False, allow_nan=False))
+
+
+def _finite(x: Any) -> Any:
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite(v) for v in x]
+    return x
 
 
 def parse_shape(text: str) -> tuple[int, int, int, int]:

@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from nasconv.cli._common import print_json
+from nasconv.errors import UsageError
 from nasconv.spaces import load_arch
 
 
@@ -19,19 +20,27 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nasconv.cost import estimate_cost
-    from nasconv.spaces import load_space
+    from nasconv.cost import block_out_size, estimate_cost, stem_size
+    from nasconv.spaces import MAX_RESOLUTION, load_space
 
+    if args.resolution is not None and not 1 <= args.resolution <= MAX_RESOLUTION:
+        raise UsageError(f"--resolution must be in [1, {MAX_RESOLUTION}], got {args.resolution}")
     space = load_space(args.space)
     arch = load_arch(space, args.arch)
-    cost = estimate_cost(arch, args.resolution)
-    out = {"space": space.name, "arch_hash": arch.arch_hash, "resolution": args.resolution or arch.resolution,
+    res = arch.resolution if args.resolution is None else args.resolution
+    if args.resolution is not None:
+        h = stem_size(arch.stem, res, res)[0]
+        for st in arch.stages:
+            h = block_out_size(h, st.stride)
+        if h < 1:
+            raise UsageError(f"--resolution {res} is too small for the {len(arch.stages)} stages of {space.name}")
+    cost = estimate_cost(arch, res)
+    out = {"space": space.name, "arch_hash": arch.arch_hash, "resolution": res,
            "ops": [s.op.label() for s in arch.stages], **cost.to_dict()}
     if args.measure:
         from nasconv.build import build_model
         from nasconv.flops import measure_cost
 
-        res = args.resolution or arch.resolution
         measured = measure_cost(build_model(arch), (arch.in_channels, res, res))
         out["measured"] = {"params": measured.params, "macs": measured.macs}
     if args.json:

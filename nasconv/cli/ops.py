@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from nasconv.cli._common import parse_shape, print_json
-from nasconv.errors import NasconvError
+from nasconv.errors import NasconvError, UsageError
 
 
 def add_parser(sub: Any) -> None:
@@ -21,6 +21,8 @@ def run(args: argparse.Namespace) -> int:
     from nasconv.ops import get_op, list_ops, op_cost
 
     c_in, c_out, h, w = parse_shape(args.shape)
+    if args.kernel < 1 or args.kernel % 2 == 0:
+        raise UsageError(f"--kernel must be a positive odd integer (padding k//2 keeps the size), got {args.kernel}")
     ref = op_cost("standard", c_in, c_out, args.kernel, h, w, args.stride)
     rows = []
     for name in list_ops():

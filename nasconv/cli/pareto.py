@@ -19,9 +19,10 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nasconv.results import front_table, load_study, plot_front, study_summary
+    from nasconv.results import front_table, plot_front, study_summary
+    from nasconv.storage import open_study
 
-    study, tables = load_study(args.study, args.storage)
+    study, tables = open_study(args.study, args.storage, readonly=True)  # read-only media too
     summary = study_summary(study, tables)
     if args.plot:
         plot_front(study, args.plot)

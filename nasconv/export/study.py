@@ -20,7 +20,8 @@ from nasconv.checkpoint import model_from_payload
 from nasconv.errors import StorageError, UsageError
 from nasconv.export.errors import ExportError, one_line
 from nasconv.export.write import ExportItem, check_onnx_available, write_exports
-from nasconv.paths import safe_name
+from nasconv.paths import file_stem
+from nasconv.storage.connect import open_study
 from nasconv.storage.weights import load_weights, weights_path
 
 #: ``--best`` metric -> (trial attribute, direction)
@@ -75,7 +76,6 @@ def export_study(study_name: str, out: str | Path, *, storage: str | None = None
                  pareto: bool = False, best: str | None = None, weights: bool = False, torchscript: bool = False,
                  onnx: bool = False, force: bool = False) -> list[Path]:
     """Export trials of a study (one, its Pareto front, or the best on one metric)."""
-    from nasconv.results import load_study
     from nasconv.storage import DEFAULT_STORAGE, parse_url, safe_url
 
     storage = storage or DEFAULT_STORAGE
@@ -86,13 +86,13 @@ def export_study(study_name: str, out: str | Path, *, storage: str | None = None
             and not Path(url.database).expanduser().is_file():
         # opening it would create an empty database (and its folder) just to find no study there
         raise ExportError(f"no study {study_name!r}: the study database {url.database} does not exist")
-    study, tables = load_study(study_name, storage)
+    study, tables = open_study(study_name, storage, readonly=True)
     tables.dispose()
     attrs = study.user_attrs
     items = []
     for t in select_trials(study, trial=trial, pareto=pareto, best=best):
         arch = ArchSpec.from_dict(t.user_attrs["arch"])
-        name = f"{safe_name(study_name)}-trial{t.number}"
+        name = f"{file_stem(study_name)}-trial{t.number}"
         info: dict[str, Any] = {
             "source": {"study": study_name, "trial": t.number, "storage": safe_url(storage),
                        "status": t.user_attrs.get("status"), "space": attrs.get("space")},

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import importlib.util
+import io
 import json
 import os
 import secrets
@@ -36,7 +37,7 @@ from nasconv.errors import NasconvError
 from nasconv.export.errors import ExportError, one_line
 from nasconv.export.fold import FOLDS, export_state_dict, inference_arch
 from nasconv.export.module import generate_source
-from nasconv.paths import safe_name
+from nasconv.paths import file_stem, os_problem, safe_name
 
 #: version of the ``<name>.json`` layout (its ``format`` field)
 FORMAT_VERSION = 1
@@ -167,7 +168,7 @@ def _write_files(tmp: Path, item: ExportItem, arch: ArchSpec, model: nn.Module, 
         if arch != item.arch:
             meta["inference"]["arch"] = arch.to_dict()  # the settings the weights were trained to
         if item.weights:
-            torch.save(state, paths["weights"])
+            _save_bytes(paths["weights"], lambda f: torch.save(state, f))
             roles.append("weights")
         weights_note = "exported" if item.weights else "untrained (fresh initialisation)"
         example = torch.randn(1, in_channels, arch.resolution, arch.resolution,
@@ -179,7 +180,7 @@ def _write_files(tmp: Path, item: ExportItem, arch: ArchSpec, model: nn.Module, 
                 same = torch.allclose(traced(example), net(example), rtol=CHECK_ATOL, atol=CHECK_ATOL, equal_nan=True)
             if not same:
                 raise ExportError(f"the traced {item.name} differs from the module")
-            torch.jit.save(traced, str(paths["torchscript"]))
+            _save_bytes(paths["torchscript"], lambda f: torch.jit.save(traced, f))
             meta["torchscript"] = {"method": "trace", "input_shape": list(example.shape), "weights": weights_note,
                                    "any_batch_size": _works_batched(traced, net, example)}
             roles.append("torchscript")
@@ -194,6 +195,14 @@ def _write_files(tmp: Path, item: ExportItem, arch: ArchSpec, model: nn.Module, 
     paths["metadata"].write_text(json.dumps(meta, indent=2) + "\n")
     roles.append("metadata")
     return roles
+
+
+def _save_bytes(path: Path, save: Callable[[io.BytesIO], None]) -> None:
+    """Serialise in memory, write with Python's I/O: torch's own file writer aborts the process
+    (a C++ exception) on a full disk, where Python's raises an OSError naming the errno."""
+    buf = io.BytesIO()
+    save(buf)
+    path.write_bytes(buf.getvalue())
 
 
 def _works_batched(traced: Any, net: nn.Module, example: torch.Tensor) -> bool:
@@ -213,12 +222,12 @@ def _write_onnx(net: nn.Module, example: torch.Tensor, path: Path, name: str) ->
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
-            torch.onnx.export(net, (example,), str(path), input_names=["input"], output_names=["logits"],
-                              opset_version=17, dynamo=False)
+            _save_bytes(path, lambda f: torch.onnx.export(net, (example,), f, input_names=["input"],
+                                                          output_names=["logits"], opset_version=17, dynamo=False))
         import onnx
 
         onnx.checker.check_model(str(path))
-    except NasconvError:
+    except (NasconvError, OSError):
         raise
     except Exception as exc:
         raise ExportError(f"ONNX export of {name} failed: {one_line(exc)}") from None
@@ -262,7 +271,7 @@ def write_exports(items: list[ExportItem], out: str | Path, *, torchscript: bool
             tmp.rmdir()
     except OSError as exc:
         _cleanup(tmp, created)
-        raise ExportError(f"cannot write to {out}: {exc.strerror or exc}") from None
+        raise ExportError(f"cannot write to {out}: {os_problem(exc, out.parent)}; nothing was written") from None
     except BaseException:
         _cleanup(tmp, created)
         raise
@@ -279,7 +288,7 @@ def _make_parents(folder: Path) -> list[Path]:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ExportError(f"cannot create {folder}: {exc.strerror}") from None
+        raise ExportError(f"cannot create {folder}: {os_problem(exc, exc.filename or folder)}") from None
     return missing
 
 
@@ -298,7 +307,7 @@ def export_model(model: nn.Module, out: str | Path, name: str | None = None, *, 
                  force: bool = False) -> list[Path]:
     """Export a nasconv network (``build_model``), with its current weights when ``weights``."""
     arch: ArchSpec = model.arch
-    item = ExportItem(name or f"{safe_name(arch.space)}-{arch.arch_hash}", arch, dict(info or {}), model, weights)
+    item = ExportItem(name or f"{file_stem(arch.space)}-{arch.arch_hash}", arch, dict(info or {}), model, weights)
     return write_exports([item], out, torchscript=torchscript, onnx=onnx, force=force)
 
 
@@ -306,7 +315,7 @@ def export_space_arch(space: Any, arch: ArchSpec, out: str | Path, *, arch_sourc
                       onnx: bool = False, force: bool = False) -> list[Path]:
     """Export one architecture of a search space, untrained (no study: nothing was measured)."""
     is_baseline = arch == space.baseline()
-    name = f"{safe_name(space.name)}-{'baseline' if is_baseline else arch.arch_hash}"
+    name = f"{file_stem(space.name)}-{'baseline' if is_baseline else arch.arch_hash}"
     cost = estimate_cost(arch)
     info = {"source": {"space": space.name, "arch": arch_source or ("baseline" if is_baseline else None)},
             "metrics": {"params": cost.params, "macs": cost.macs, "measured": False}, "evaluation": None}

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import os
+import secrets
+from pathlib import Path
+
 import optuna
 from optuna.trial import TrialState
 
 from nasconv.errors import StorageError
+from nasconv.paths import os_problem
 from nasconv.results.front import study_front
 
 
@@ -40,9 +47,24 @@ def plot_front(study: optuna.Study, path: str) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
+    buf = io.BytesIO()
     try:
-        fig.savefig(path)
-    except OSError as exc:
-        raise StorageError(f"cannot write the plot to {path}: {exc.strerror}") from None
+        fmt = Path(path).suffix[1:].lower() or None
+        fig.savefig(buf, format=fmt)
+    except ValueError as exc:  # an extension matplotlib has no writer for
+        raise StorageError(f"cannot write the plot to {path}: {str(exc).splitlines()[0]}") from None
     finally:
         plt.close(fig)
+    _write_whole(Path(path), buf.getvalue())
+
+
+def _write_whole(path: Path, data: bytes) -> None:
+    """The whole file or none: a full disk leaves no truncated picture (nor a former one spoilt)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(3)}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise StorageError(f"cannot write the plot to {path}: {os_problem(exc, path.parent)}") from None

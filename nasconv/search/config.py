@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import socket
 from dataclasses import dataclass, field
 from typing import Any
 
-from nasconv.errors import UnknownNameError, UsageError
+from nasconv.errors import NasconvError, UnknownNameError, UsageError
 from nasconv.evaluate import EvalConfig
 from nasconv.storage import DEFAULT_STORAGE
 
@@ -53,8 +54,17 @@ class SearchConfig:
             raise UsageError(f"--trials must be >= 1, got {self.trials}")
         if self.workers < 1:
             raise UsageError(f"--workers must be >= 1, got {self.workers}")
-        if self.gpus_per_trial < 0:
-            raise UsageError(f"--gpus-per-trial must be >= 0, got {self.gpus_per_trial}")
+        if not (math.isfinite(self.gpus_per_trial) and self.gpus_per_trial >= 0):
+            raise UsageError(f"--gpus-per-trial must be a finite number >= 0, got {self.gpus_per_trial}")
+        if self.cpus_per_worker is not None and self.cpus_per_worker < 1:
+            raise UsageError(f"--cpus-per-worker must be >= 1, got {self.cpus_per_worker}")
+        if not 0 <= self.seed < 2**32:  # what every sampler's (numpy's) random state accepts
+            raise UsageError(f"--seed must be in [0, 2**32), got {self.seed}")
+        for flag, limit in (("max_failures", self.max_failures), ("max_rejections", self.max_rejections)):
+            if limit is not None and limit < 0:
+                raise UsageError(f"{flag} must be >= 0, got {limit}")
+        if self.address is not None and not self.address.strip():
+            raise UsageError("--address must be HOST:PORT, got an empty string")
         if self.sampler not in SAMPLERS:
             raise UnknownNameError("sampler", self.sampler, SAMPLERS)
         if not self.objectives:
@@ -66,7 +76,7 @@ class SearchConfig:
             raise UsageError(f"objectives must be distinct, got {','.join(self.objectives)}")
         if self.runner not in RUNNERS:
             raise UsageError(f"runner must be ray or inline, got {self.runner!r}")
-        if self.gpus_per_trial and math.isfinite(self.gpus_per_trial) and self.eval.device == "cpu":
+        if self.gpus_per_trial and self.eval.device == "cpu":
             # A GPU task evaluates on its GPU: that is what the GPUs were asked for.
             object.__setattr__(self, "eval", dataclasses.replace(self.eval, device="cuda"))
         self.eval.check()
@@ -74,6 +84,21 @@ class SearchConfig:
     @property
     def directions(self) -> list[str]:
         return [OBJECTIVES[o][1] for o in self.objectives]
+
+
+def check_address(address: str, timeout_s: float = 5.0) -> None:
+    """Raise unless something listens at a Ray ``HOST:PORT`` (or ``ray://HOST:PORT``) address:
+    checked before the study is written, where Ray's own connect comes only with the runner.
+    Other forms (``auto``, ``local``) are left to Ray."""
+    rest = address.strip().removeprefix("ray://")
+    host, sep, port = rest.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except (OSError, ValueError) as exc:
+        raise NasconvError(f"cannot reach a Ray cluster at {address}: {exc.strerror or exc}; start one with "
+                           "`ray start --head` there, or drop --address for a local one") from None
 
 
 @dataclass

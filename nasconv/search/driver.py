@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import time
 from typing import Any, Callable, Sequence
 
@@ -22,11 +23,13 @@ import nasconv._optuna as _optuna
 from nasconv.arch import ArchSpec
 from nasconv.budget import check_feasible, format_count, parse_budget
 from nasconv.cost import estimate_cost
-from nasconv.errors import BudgetError, NasconvError, UsageError
+from nasconv.data.registry import check_spec
+from nasconv.errors import BudgetError, NasconvError, Terminated, UsageError
 from nasconv.evaluate import EvaluationJob, evaluate, evaluate_keeping_weights, keep_weights_problem
 from nasconv.faults import fault_point
+from nasconv.profile import resolve_device
 from nasconv.results import EVALUATED, feasible_front, hypervolume, losses, trial_summary
-from nasconv.search.config import SearchConfig, SearchResult
+from nasconv.search.config import SearchConfig, SearchResult, check_address
 from nasconv.search.liveness import (
     DeferredInterrupt,
     Heartbeat,
@@ -49,7 +52,7 @@ from nasconv.search.samplers import make_sampler, quiet_optuna
 from nasconv.search.study import default_study_name, open_study
 from nasconv.spaces import load_space
 from nasconv.storage import HEARTBEAT_INTERVAL_S, FrontSnapshot, is_database_locked, locked_error, open_storage
-from nasconv.storage.weights import save_weights
+from nasconv.storage.weights import adopt_weights, save_weights
 
 
 class SearchDriver:
@@ -72,6 +75,13 @@ class SearchDriver:
         self.directions = cfg.directions
         self.settings_key = cfg.eval.settings_key()
         self.callbacks = list(callbacks) if callbacks is not None else ([ProgressBar()] if cfg.progress else [])
+        # What the evaluations need, checked before the storage is written: a bad --data or
+        # --device would otherwise leave a study of failed trials (or an empty one) behind.
+        if evaluator is evaluate and (cfg.address is None or cfg.runner == "inline"):
+            resolve_device(cfg.eval.device)  # the workers are on this machine
+            check_spec(cfg.eval.data, cfg.eval.data_dir)
+        elif runner is None and cfg.address is not None and cfg.runner == "ray":
+            check_address(cfg.address)
         self.storage, self.tables = open_storage(cfg.storage)
         try:
             self.study = open_study(self.storage, self.study_name, cfg, self.space, self.budget)
@@ -250,12 +260,20 @@ class SearchDriver:
                     if self.counts["failed"] > max_fail:
                         raise NasconvError(f"{self.counts['failed']} evaluations failed (more than {max_fail}); "
                                            f"last: {error}")
-        except BaseException as exc:
+        except BaseException as caught:
+            exc = self.interrupts.identify(caught)
             interrupted = isinstance(exc, KeyboardInterrupt)
-            self._abandon(runner, "interrupted (Ctrl-C)" if interrupted else
+            abandoned = self._pending()
+            self._abandon(runner, f"interrupted ({exc.signame})" if isinstance(exc, Terminated) else
+                          "interrupted (Ctrl-C)" if interrupted else
                           f"the driver stopped: {type(exc).__name__}: {str(exc).strip()[:200]}")
+            if isinstance(exc, Terminated):
+                exc.note = (f"{abandoned} in-flight trial(s) failed and queued again; " if abandoned else "") + \
+                    "run the same command to continue"
             if not interrupted and is_database_locked(exc):
                 raise locked_error(self.cfg.storage) from None
+            if exc is not caught:
+                raise exc from None
             raise
         finally:
             mark_gone(self.driver_id)
@@ -353,6 +371,10 @@ class SearchDriver:
         cached = self.tables.get_cached(self.settings_key, arch.arch_hash)
         if cached is not None:
             self.heartbeat.remove(_optuna.trial_id(trial))
+            if self.cfg.keep_weights and adopt_weights(self.cfg.storage, self.study_name, self.settings_key,
+                                                       arch.arch_hash) is None:
+                print(f"nasconv: warning: trial {trial.number} ({arch.arch_hash}) was served from the evaluation "
+                      "cache of an evaluation that kept no weights: none are kept for it", file=sys.stderr)
             if self._tell_metrics(trial, cached, status="cached"):
                 self.counts["cached"] += 1
             return "cached"
@@ -394,13 +416,14 @@ class SearchDriver:
             self._fail_job(key, error, requeue=False)
             return
         payload = metrics.pop("weights", None) if metrics is not None else None
-        if payload is not None:  # tensors: kept beside the database, never in the JSON cache
-            save_weights(self.cfg.storage, self.study_name, key, payload)
         if metrics is not None:
             # Cached before told: if this driver dies in between, the next one fails the RUNNING
             # trial, queues its parameters again, and the re-asked trial takes this result from
-            # the cache instead of evaluating the architecture a second time.
+            # the cache instead of evaluating the architecture a second time. Cached before its
+            # weights are written, too: a full weights folder loses the weights, not the evaluation.
             self.tables.put_cached(self.settings_key, key, self.space.name, metrics)
+        if payload is not None:  # tensors: kept beside the database, never in the JSON cache
+            save_weights(self.cfg.storage, self.study_name, key, payload, settings_key=self.settings_key)
         fault_point("before_tell", key)
         self.job_arch.pop(key, None)
         trials = self.jobs.pop(key, [])

@@ -1,5 +1,5 @@
 """Several drivers, and drivers that die: who holds which trial, heartbeats, recovering orphaned
-trials, and Ctrl-C deferred while a trial is being told."""
+trials, and Ctrl-C (SIGTERM, SIGHUP) deferred while a trial is being told."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import optuna
 from optuna.trial import TrialState
 
 import nasconv._optuna as _optuna
+from nasconv.errors import Terminated
 from nasconv.storage import GRACE_PERIOD_S, HEARTBEAT_INTERVAL_S
 
 #: tokens of the drivers running in this process (a notebook may run several in turn)
@@ -81,37 +82,61 @@ class Heartbeat(threading.Thread):
                     pass
 
 
-class DeferredInterrupt:
-    """Ctrl-C between storage writes, never in the middle of a group of them.
+#: the signals that stop a search as Ctrl-C does: a scheduler's or `kill`'s, a closed terminal's
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
-    Inside ``critical()`` a first SIGINT is held until the block ends (a second one interrupts at
-    once), so that a trial is never left half-told; elsewhere, e.g. during an evaluation running
-    in this process, SIGINT raises KeyboardInterrupt at once as usual.
+
+def interrupt_for(signum: int) -> KeyboardInterrupt:
+    """What a stop signal raises: KeyboardInterrupt for SIGINT (as Python's own), else Terminated."""
+    return KeyboardInterrupt() if signum == signal.SIGINT else Terminated(signum)
+
+
+class DeferredInterrupt:
+    """Ctrl-C (and SIGTERM, SIGHUP) between storage writes, never in the middle of a group of them.
+
+    Inside ``critical()`` a first stop signal is held until the block ends (a second one
+    interrupts at once), so that a trial is never left half-told; elsewhere, e.g. during an
+    evaluation running in this process, it raises at once: KeyboardInterrupt for SIGINT,
+    :class:`~nasconv.errors.Terminated` for the others. A signal that was ignored when the
+    search started (``nohup``, a background job) stays ignored.
     """
 
     def __init__(self) -> None:
         self.depth = 0
-        self.pending = False
-        self.previous: Any = None
+        self.pending: int | None = None  # the signal held until the critical block ends
+        self.received: int | None = None  # the last one raised
+        self.previous: dict[int, Any] = {}
 
     def install(self) -> None:
         if threading.current_thread() is not threading.main_thread():
             return
-        current = signal.getsignal(signal.SIGINT)
-        if current is signal.SIG_IGN:  # e.g. a background job: leave it ignored
-            return
-        self.previous = signal.signal(signal.SIGINT, self._handler)
+        for signum in STOP_SIGNALS:
+            current = signal.getsignal(signum)
+            if current is signal.SIG_IGN:
+                continue
+            # None: a handler set outside Python (Ray's crash reporter): SIG_DFL is restored.
+            self.previous[signum] = signal.SIG_DFL if current is None else current
+            signal.signal(signum, self._handler)
 
     def uninstall(self) -> None:
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
-            self.previous = None
+        for signum, previous in self.previous.items():
+            signal.signal(signum, previous)
+        self.previous = {}
 
     def _handler(self, signum: int, frame: Any) -> None:
-        if self.depth and not self.pending:
-            self.pending = True
+        if self.depth and self.pending is None:
+            self.pending = signum
             return
-        raise KeyboardInterrupt
+        self.received = signum
+        raise interrupt_for(signum)
+
+    def identify(self, exc: BaseException) -> BaseException:
+        """The interrupt as raised: Ray turns one raised while it waits into a bare
+        KeyboardInterrupt, which would read as Ctrl-C."""
+        received = self.received
+        if type(exc) is KeyboardInterrupt and received is not None and received != signal.SIGINT:
+            return Terminated(received)
+        return exc
 
     @contextlib.contextmanager
     def critical(self):  # type: ignore[no-untyped-def]
@@ -120,9 +145,10 @@ class DeferredInterrupt:
             yield
         finally:
             self.depth -= 1
-        if not self.depth and self.pending:
-            self.pending = False
-            raise KeyboardInterrupt
+        if not self.depth and self.pending is not None:
+            signum, self.pending = self.pending, None
+            self.received = signum
+            raise interrupt_for(signum)
 
 
 def trial_finished(storage: optuna.storages.BaseStorage, trial: optuna.trial.Trial) -> bool:

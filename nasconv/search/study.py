@@ -1,24 +1,41 @@
 """A study's identity: its default name, and opening it only when it is the study this search is.
 
-A study records the space, budget, objectives and evaluation settings it was created with
-(written as user attributes, ``space`` last); a search with other ones is refused in one line
-instead of mixing incomparable trials.
+A study records the space (its name and the hash of its content), budget, objectives and
+evaluation settings it was created with (written as user attributes, ``space`` last); a search
+with other ones, or of a study nasconv did not make (plain Optuna's), or whose storage directions
+are not its objectives', is refused in one line before any trial is created, instead of mixing
+incomparable trials or failing every tell.
+
+Studies written before the content hash existed carry the space's name only. One resumes when
+its name matches and every architecture its trials hold (and its baseline) belongs to the space
+as it is now; the hash is then stamped, so that from then on the content decides. A space file
+that reuses the name with other choices or widths fails that check as soon as one stored
+architecture falls outside it (and with a hash stamped, at once).
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import optuna
 
 from nasconv._version import __version__
+from nasconv.arch import ArchSpec
 from nasconv.budget import Budget
-from nasconv.errors import StorageError
+from nasconv.errors import SpaceError, StorageError
 from nasconv.evaluate import EvalConfig
 from nasconv.search.config import SearchConfig
 from nasconv.search.samplers import make_sampler
 from nasconv.spaces import SearchSpace
 from nasconv.storage import is_database_locked
+
+#: user attributes only nasconv writes: a study with none of them was not made by nasconv
+NASCONV_ATTRS = ("eval_config", "sampler", "seed", "nasconv_version", "budget_limits", "budget", "objectives",
+                 "settings_key", "space_hash", "space")
+#: how long a study with no stamp and no trials, made by another driver, may take to be stamped
+#: before it is taken for one nasconv did not make (its creator stamps it right after creating it)
+STAMP_WAIT_S = 10.0
 
 
 def default_study_name(space: SearchSpace, budget: Budget) -> str:
@@ -45,17 +62,19 @@ def open_study(storage: optuna.storages.BaseStorage, name: str, cfg: SearchConfi
     """The study ``name`` (created and stamped when new), with ``cfg``'s sampler; refused when it
     was made for another space, budget, objectives or evaluation settings."""
     settings_key = cfg.eval.settings_key()
-    identity = {"space": space.name, "budget": budget.text, "objectives": list(cfg.objectives),
-                "settings_key": settings_key}
+    identity = {"space": space.name, "space_hash": space.content_hash, "budget": budget.text,
+                "objectives": list(cfg.objectives), "settings_key": settings_key}
     try:
         existing = optuna.study.get_all_study_names(storage)
     except Exception as exc:
         if is_database_locked(exc):
             raise
         raise StorageError(f"cannot read studies from {cfg.storage}: {exc}") from None
+    created = False
     if name not in existing:
         try:
             optuna.create_study(study_name=name, storage=storage, directions=cfg.directions)
+            created = True
         except optuna.exceptions.DuplicatedStudyError:
             pass  # another driver created it a moment ago: join it (its identity is checked below)
         except Exception as exc:
@@ -63,8 +82,27 @@ def open_study(storage: optuna.storages.BaseStorage, name: str, cfg: SearchConfi
                 raise
             raise StorageError(f"cannot create study {name!r}: {exc}") from None
     study = optuna.load_study(study_name=name, storage=storage, sampler=optuna.samplers.RandomSampler())
+    stored_directions = [d.name.lower() for d in study.directions]
+    if stored_directions != list(cfg.directions):
+        raise StorageError(
+            f"study {name!r} optimises {len(stored_directions)} value(s) ({', '.join(stored_directions)}), the "
+            f"objectives {','.join(cfg.objectives)} are {len(cfg.directions)} ({', '.join(cfg.directions)})"
+            + ("" if _is_nasconv(study.user_attrs) else "; it was not made by nasconv")
+            + "; use another --study name")
     attrs = study.user_attrs
     n_trials = len(study.get_trials(deepcopy=False))
+    deadline = time.monotonic() + STAMP_WAIT_S
+    while not created and "space" not in attrs and n_trials == 0 and time.monotonic() < deadline:
+        if _is_nasconv(attrs):
+            break  # made by nasconv: stamped (again) below
+        time.sleep(0.1)  # another driver's study, a moment from its stamp
+        attrs = study.user_attrs
+        n_trials = len(study.get_trials(deepcopy=False))
+    if not _is_nasconv(attrs) and (n_trials or not created):
+        raise StorageError(
+            f"study {name!r} was not made by nasconv ({n_trials} trial(s), none of its settings stamped); "
+            "use another --study name (an empty one left by a nasconv search that died at once can be "
+            f"deleted: optuna delete-study --study-name {name} --storage URL)")
     if "space" not in attrs and n_trials == 0:
         # New, or its creator died before stamping it: "space" is written last, so a study
         # without it was never used.
@@ -75,15 +113,47 @@ def open_study(storage: optuna.storages.BaseStorage, name: str, cfg: SearchConfi
         for key, value in stamp.items():
             study.set_user_attr(key, value)
     else:
+        legacy = "space_hash" not in attrs
         for key, value in identity.items():
+            if key == "space_hash" and legacy:
+                continue
             if attrs.get(key) != value:
                 raise StorageError(_refusal(name, attrs, key, value, cfg.eval))
+        if legacy:
+            _check_legacy(study, name, space)
+            study.set_user_attr("space_hash", space.content_hash)
     study.sampler = make_sampler(cfg.sampler, cfg.seed, len(cfg.objectives))
     return study
 
 
+def _is_nasconv(attrs: dict[str, Any]) -> bool:
+    return any(k in attrs for k in NASCONV_ATTRS)
+
+
+def _check_legacy(study: optuna.Study, name: str, space: SearchSpace) -> None:
+    """A study stamped before the content hash: resumed only when all it holds fits ``space``."""
+    def refuse(what: str) -> StorageError:
+        return StorageError(f"study {name!r} was made for a space named {space.name!r} with other content "
+                            f"({what}); use another --study name, or the space file it was made with")
+
+    baseline = study.user_attrs.get("baseline")
+    if isinstance(baseline, dict) and baseline.get("arch_hash") not in (None, space.baseline().arch_hash):
+        raise refuse(f"its baseline is {baseline.get('arch_hash')}, the space's {space.baseline().arch_hash}")
+    for t in study.get_trials(deepcopy=False):
+        arch = t.user_attrs.get("arch")
+        if arch is None:
+            continue
+        try:
+            space.check_arch(ArchSpec.from_dict(arch))
+        except (SpaceError, TypeError, KeyError, ValueError) as exc:
+            raise refuse(f"trial {t.number}: {exc}") from None
+
+
 def _refusal(name: str, attrs: dict[str, Any], key: str, value: Any, eval_config: EvalConfig) -> str:
     differs = f"{key} ({value!r})"
+    if key == "space_hash":
+        differs = (f"the content of space {attrs.get('space')!r} (hash {attrs.get('space_hash')} in the study, "
+                   f"{value} now: other choices, grids or input)")
     if key == "settings_key" and isinstance(attrs.get("eval_config"), dict):
         try:
             stored = EvalConfig.from_dict(attrs["eval_config"]).keyed_settings()

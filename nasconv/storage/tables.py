@@ -17,10 +17,13 @@ from nasconv.storage.database import (
     _one_line,
     _sqlite_connection_settings,
     _while_racing,
+    database_problem,
     is_database_locked,
     locked_error,
     parse_url,
     safe_url,
+    sqlite_file,
+    translate_errors,
 )
 
 
@@ -75,22 +78,41 @@ def _now() -> dt.datetime:
 
 
 class NasconvTables:
-    """nasconv's own tables (evaluation cache, front snapshots) beside Optuna's."""
+    """nasconv's own tables (evaluation cache, front snapshots) beside Optuna's.
 
-    def __init__(self, url: str) -> None:
+    ``readonly``: create nothing (``engine_kwargs`` then open the database read-only); a table
+    that a plain Optuna database lacks reads as empty.
+    """
+
+    def __init__(self, url: str, *, readonly: bool = False, engine_kwargs: dict[str, Any] | None = None) -> None:
         parsed = parse_url(url)
-        self.engine = sa.create_engine(parsed, **_engine_kwargs(parsed))
-        if parsed.get_backend_name() == "sqlite":
+        self.engine = sa.create_engine(parsed, **(engine_kwargs if engine_kwargs is not None
+                                                   else _engine_kwargs(parsed)))
+        db = sqlite_file(parsed)
+        if db is not None:
+            translate_errors(self.engine, db)
+        if parsed.get_backend_name() == "sqlite" and not readonly:
             _sqlite_connection_settings(self.engine)
+        self._missing: set[str] = set()
         try:
-            _while_racing(lambda: Base.metadata.create_all(self.engine))
+            if readonly:
+                present = set(sa.inspect(self.engine).get_table_names())
+                self._missing = {t for t in Base.metadata.tables if t not in present}
+            else:
+                _while_racing(lambda: Base.metadata.create_all(self.engine))
+        except StorageError:
+            self.engine.dispose()
+            raise
         except sa.exc.SQLAlchemyError as exc:
             self.engine.dispose()
             if is_database_locked(exc):
                 raise locked_error(url) from None
-            raise StorageError(f"cannot open storage {safe_url(url)}: {_one_line(exc)}") from None
+            problem = database_problem(exc, db) if db is not None else None
+            raise (problem or StorageError(f"cannot open storage {safe_url(url)}: {_one_line(exc)}")) from None
 
     def get_cached(self, settings_key: str, arch_hash: str) -> dict[str, Any] | None:
+        if EvalCacheRow.__tablename__ in self._missing:
+            return None
         with orm.Session(self.engine) as s:
             row = s.get(EvalCacheRow, (settings_key, arch_hash))
             return json.loads(row.metrics_json) if row else None
@@ -124,6 +146,8 @@ class NasconvTables:
             s.commit()
 
     def snapshots(self, study_name: str) -> list[FrontSnapshot]:
+        if FrontSnapshotRow.__tablename__ in self._missing:
+            return []
         with orm.Session(self.engine) as s:
             rows = s.scalars(sa.select(FrontSnapshotRow).where(FrontSnapshotRow.study_name == study_name)
                              .order_by(FrontSnapshotRow.id)).all()
@@ -131,6 +155,8 @@ class NasconvTables:
                     for r in rows]
 
     def last_snapshot(self, study_name: str) -> FrontSnapshot | None:
+        if FrontSnapshotRow.__tablename__ in self._missing:
+            return None
         with orm.Session(self.engine) as s:
             r = s.scalars(sa.select(FrontSnapshotRow).where(FrontSnapshotRow.study_name == study_name)
                           .order_by(FrontSnapshotRow.id.desc()).limit(1)).first()
@@ -146,6 +172,8 @@ class NasconvTables:
             s.commit()
 
     def cache_size(self) -> int:
+        if EvalCacheRow.__tablename__ in self._missing:
+            return 0
         with orm.Session(self.engine) as s:
             return int(s.scalar(sa.select(sa.func.count()).select_from(EvalCacheRow)) or 0)
 
