@@ -33,6 +33,7 @@ from nasconv.search.config import SearchConfig, SearchResult, check_address
 from nasconv.search.liveness import (
     DeferredInterrupt,
     Heartbeat,
+    fail_and_requeue,
     mark_gone,
     mark_live,
     new_driver_id,
@@ -134,6 +135,10 @@ class SearchDriver:
     def recover(self) -> int:
         """Fail the RUNNING trials of drivers that died and queue their parameters again."""
         return recover(self.study, self.storage)
+
+    def _fail_and_requeue(self, t: optuna.trial.FrozenTrial, reason: str) -> bool:
+        """Fail one RUNNING trial with its reason and queue its parameters again (once)."""
+        return fail_and_requeue(self.study, self.storage, t, reason)
 
     # --- counting -------------------------------------------------------------------------
     def _complete_trials(self) -> list[optuna.trial.FrozenTrial]:
