@@ -1,12 +1,14 @@
-"""A study database written before the redesign (tests/fixtures/study_v0.db, made by the
-`nasconv search` commands below at commit 73a292e) resumes under the current code: the same
-command with more trials continues each study, keeps every stored trial as it was, and takes
-the stored evaluations from the cache."""
+"""A study database written before the redesign resumes under the current code.
+
+tests/fixtures/study_v0.sql is the SQL dump of the database that the `nasconv search` commands
+below made at commit 73a292e, loaded back into SQLite here. The same command with more trials
+continues each study, keeps every stored trial as it was, and takes the stored evaluations from
+the cache."""
 
 from __future__ import annotations
 
 import json
-import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +16,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-FIXTURE = Path(__file__).parent / "fixtures" / "study_v0.db"
+FIXTURE = Path(__file__).parent / "fixtures" / "study_v0.sql"
 COMMON = ["search", "--space", "resnet20", "--budget", "30mflops", "--inline", "--data", "synthetic",
           "--proxy", "synflow", "--resolution", "16", "--json"]
 #: study -> the flags it was made with (and how many trials it holds)
@@ -37,7 +39,9 @@ def _row(t: optuna.trial.FrozenTrial) -> tuple:
 @pytest.mark.parametrize("study", sorted(STUDIES))
 def test_a_pre_redesign_study_resumes(tmp_path, study):
     db = tmp_path / "v0.db"
-    shutil.copy(FIXTURE, db)
+    con = sqlite3.connect(db)
+    con.executescript(FIXTURE.read_text())
+    con.close()
     url = f"sqlite:///{db}"
     flags, held = STUDIES[study]
     before = _trials(url, study)

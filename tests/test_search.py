@@ -173,7 +173,8 @@ def test_repeated_architecture_comes_from_the_cache(tmp_path):
 def test_front_lists_an_architecture_once(tmp_path):
     """A repeat of a front architecture (cached, same values) is on Optuna's front too; nasconv's
     front, its snapshots and `pareto` list the network once, under its first trial."""
-    from nasconv.results import load_study, study_front
+    from nasconv.results import study_front
+    from nasconv.storage import open_study as load_study
 
     cfg = _cfg(tmp_path)
     first = run_search(cfg)

@@ -6,8 +6,8 @@ May import: errors, budget, storage, the Optuna compatibility module; nothing of
 
 from nasconv.results.front import EVALUATED, feasible_front, first_per_architecture, hypervolume, losses, study_front
 from nasconv.results.plot import plot_front
-from nasconv.results.summary import load_study, study_summary, trial_summary
+from nasconv.results.summary import study_summary, trial_summary
 from nasconv.results.table import front_table
 
-__all__ = ["EVALUATED", "feasible_front", "first_per_architecture", "front_table", "hypervolume", "load_study",
+__all__ = ["EVALUATED", "feasible_front", "first_per_architecture", "front_table", "hypervolume",
            "losses", "plot_front", "study_front", "study_summary", "trial_summary"]

@@ -7,19 +7,8 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from nasconv.errors import StorageError
 from nasconv.results.front import study_front
-from nasconv.storage import NasconvTables, open_storage, safe_url
-
-
-def load_study(name: str, storage_url: str) -> tuple[optuna.Study, NasconvTables]:
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage, tables = open_storage(storage_url, heartbeat=False)
-    names = optuna.study.get_all_study_names(storage)
-    if name not in names:
-        known = ", ".join(names) if names else "none"
-        raise StorageError(f"no study {name!r} in {safe_url(storage_url)}; studies there: {known}")
-    return optuna.load_study(study_name=name, storage=storage), tables
+from nasconv.storage import NasconvTables
 
 
 def trial_summary(t: optuna.trial.FrozenTrial) -> dict[str, Any]:
