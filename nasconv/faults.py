@@ -20,6 +20,8 @@ def fault_point(name: str, detail: Any = "") -> None:
     ``NASCONV_TEST_CRASH_AT=name:n`` SIGKILLs this process the n-th time it reaches ``name``
     (points: ``during_eval`` in :func:`run_job`; ``after_ask``, ``before_tell``, ``after_tell``,
     ``during_snapshot`` in the search driver).
+    ``NASCONV_TEST_CRASH_MARK=FILE`` with it: only the first process to get there is killed
+    (FILE, created just before, marks that it happened), so a retried task then succeeds.
     ``NASCONV_TEST_DELAY=name:seconds`` sleeps there (makes "mid-evaluation" a wide window).
     """
     trace, crash = os.environ.get("NASCONV_TEST_TRACE"), os.environ.get("NASCONV_TEST_CRASH_AT")
@@ -34,4 +36,10 @@ def fault_point(name: str, detail: Any = "") -> None:
     if crash and crash.partition(":")[0] == name:
         _fault_counts[name] = _fault_counts.get(name, 0) + 1
         if _fault_counts[name] == int(crash.partition(":")[2] or 1):
+            mark = os.environ.get("NASCONV_TEST_CRASH_MARK")
+            if mark:
+                try:
+                    os.close(os.open(mark, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+                except FileExistsError:
+                    return
             os.kill(os.getpid(), signal.SIGKILL)

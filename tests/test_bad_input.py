@@ -110,6 +110,12 @@ CASES: dict[str, tuple[list[str], int, str, dict]] = {
     "cost-resolution-negative": (["cost", "--space", "resnet20", "--resolution=-5"], 2, "--resolution", {}),
     "ops-kernel-0": (["ops", "--kernel", "0"], 2, "--kernel", {}),
     "ops-kernel-even": (["ops", "--kernel", "2"], 2, "--kernel", {}),
+    # files that never end, are binary or are folders: read at most a bounded number of bytes
+    "space-dev-zero": ([*SEARCH[:2], "/dev/zero", *SEARCH[3:], "--study", "s"], 1, "larger than 1,000,000", {}),
+    "arch-dev-zero": (["cost", "--space", "resnet20", "--arch", "/dev/zero"], 1, "larger than 1,000,000", {}),
+    "space-binary": (["space", "show", "bin.yaml"], 1, "not UTF-8", {"bin.yaml": b"a: \xd0\xff\x00"}),
+    "arch-binary": (["cost", "--space", "resnet20", "--arch", "a.json"], 1, "not UTF-8", {"a.json": b"\xff{}"}),
+    "arch-folder": (["cost", "--space", "resnet20", "--arch", "."], 1, "Is a directory", {}),
 }
 if not torch.cuda.is_available():
     CASES["cuda-without-gpu"] = ([*SEARCH, "--study", "new", "--device", "cuda"], 1, "CUDA", {})
@@ -122,7 +128,10 @@ LAUGHS = "a: &a [" + ",".join(["lol"] * 9) + "]\n" + "".join(
 def test_bad_input_changes_nothing(tmp_path, case):
     argv, code, phrase, files = CASES[case]
     for name, data in files.items():
-        (tmp_path / name).write_text(LAUGHS if data is None else yaml.safe_dump(data, sort_keys=False))
+        if isinstance(data, bytes):
+            (tmp_path / name).write_bytes(data)
+        else:
+            (tmp_path / name).write_text(LAUGHS if data is None else yaml.safe_dump(data, sort_keys=False))
     if "search" in argv:
         _make_db(tmp_path)
     rows, disk = (_dump(tmp_path / "db.db") if (tmp_path / "db.db").exists() else None), _files(tmp_path)

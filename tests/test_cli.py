@@ -119,7 +119,7 @@ BAD = [
     (["search", "--space", "resnet20", "--storage", "nosuchdb://x"], 1, "storage URL"),
     (["search", "--space", "resnet20", "--storage", "sqlite:////proc/nope/x.db"], 1, "studies folder"),
     (["search", "--space", "nope"], 2, "unknown space 'nope'"),
-    (["pareto", "--study", "missing", "--storage", "sqlite:////tmp/nasconv-test-empty.db"], 1, "no study 'missing'"),
+    (["pareto", "--study", "missing", "--storage", "sqlite:////no/such/folder/x.db"], 1, "no database at"),
     (["search", "--space", "resnet20", "--workers", "0"], 2, "--workers must be >= 1"),
     (["search", "--space", "resnet20", "--objectives", "accuracy,latency", "--no-latency"], 2,
      "needs latency measurement"),

@@ -9,6 +9,7 @@ every point passed is traced (NASCONV_TEST_TRACE) to count evaluations per archi
 from __future__ import annotations
 
 import collections
+import json
 import os
 import signal
 import socket
@@ -217,6 +218,20 @@ def test_worker_killed_mid_evaluation_is_retried_or_failed(tmp_path):
     print("fail reason:", by_arch[second].user_attrs["fail_reason"])
     assert "Worker" in by_arch[second].user_attrs["fail_reason"] or "died" in by_arch[second].user_attrs["fail_reason"]
     assert not study.get_trials(states=(TrialState.RUNNING,))
+
+
+def test_ray_worker_killed_leaves_search_json_on_stdout_alone(search_cli, tmp_path):
+    # Ray prints "(raylet) A worker died ..." on the driver's stdout: under --json those lines
+    # go to stderr, and stdout stays one JSON document.
+    cmd = [c for c in search_cli.cmd(f"sqlite:///{tmp_path}/r.db", 2) if c != "--inline"]
+    env = search_cli.env(NASCONV_TEST_CRASH_AT="during_eval:1", NASCONV_TEST_CRASH_MARK=str(tmp_path / "killed"))
+    p = subprocess.run([*cmd, "--workers", "1", "--cpus-per-worker", "1"], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert (tmp_path / "killed").exists()  # a worker did die mid-evaluation
+    assert "worker died" in p.stderr.lower()
+    res = json.loads(p.stdout)
+    assert res["evaluated"] == 2 and res["failed"] == 0
 
 
 # --- SQLite: two drivers on one file; a lock held too long -------------------------------------

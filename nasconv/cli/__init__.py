@@ -25,7 +25,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any, Sequence
 
 from nasconv._version import __version__
-from nasconv.cli._common import BUDGET_HELP, Parser
+from nasconv.cli._common import BUDGET_HELP, Parser, results_only_on_stdout
 from nasconv.errors import NasconvError, Terminated
 
 #: the commands, in the order ``nasconv --help`` lists them (module ``nasconv.cli.<name>`` each)
@@ -78,6 +78,15 @@ def _stop_on_signals() -> dict[int, Any]:
     return previous
 
 
+#: what str.splitlines() breaks a line at: in a message (a user's file name, say) each is shown
+#: escaped, so that an error stays one line whatever the input held
+_LINE_BREAKS = {c: repr(c)[1:-1] for c in "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"}
+
+
+def _one_line(text: str) -> str:
+    return text.strip().translate(str.maketrans(_LINE_BREAKS))
+
+
 def _join_negative_values(argv: list[str]) -> list[str]:
     """``--budget -1gflops`` -> ``--budget=-1gflops``, so the value is validated (and refused
     with the accepted forms) instead of argparse taking it for an unknown option."""
@@ -95,12 +104,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     previous = _stop_on_signals()
     try:
         args = build_parser().parse_args(_join_negative_values(list(sys.argv[1:] if argv is None else argv)))
+        if getattr(args, "json", False):
+            with results_only_on_stdout():
+                return int(_table()[args.command].run(args) or 0)
         return int(_table()[args.command].run(args) or 0)
     except NasconvError as exc:
-        print(f"nasconv: error: {exc}", file=sys.stderr)
+        print(f"nasconv: error: {_one_line(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except Terminated as exc:
-        print(f"nasconv: interrupted by {exc.signame}" + (f": {exc.note}" if exc.note else ""), file=sys.stderr)
+        print(f"nasconv: interrupted by {exc.signame}" + (f": {_one_line(exc.note)}" if exc.note else ""),
+              file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("nasconv: interrupted", file=sys.stderr)

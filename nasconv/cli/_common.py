@@ -4,9 +4,11 @@ help and the evaluation arguments of ``evaluate`` and ``search``."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
-from typing import TYPE_CHECKING, Any
+import sys
+from typing import TYPE_CHECKING, Any, Iterator, TextIO
 
 from nasconv.errors import UsageError
 
@@ -23,10 +25,29 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see '{self.prog} --help')")
 
 
+_result_stream: list[TextIO] = []  # where print_json writes while results_only_on_stdout() holds
+
+
+@contextlib.contextmanager
+def results_only_on_stdout() -> Iterator[None]:
+    """While a ``--json`` command runs, anything else written to ``sys.stdout`` (Ray's
+    "(raylet) A worker died ..." lines, a library's print) goes to stderr: stdout carries the
+    JSON document only, so that ``nasconv ... --json | jq`` holds whatever happens meanwhile."""
+    real = sys.stdout
+    _result_stream.append(real)
+    sys.stdout = sys.stderr
+    try:
+        yield
+    finally:
+        sys.stdout = real
+        _result_stream.pop()
+
+
 def print_json(obj: Any) -> None:
     """Strict JSON (RFC 8259): a NaN or infinite number (a diverged loss) is written as null,
     which every parser reads, where Python's default ``NaN`` is refused by most."""
-    print(json.dumps(_finite(obj), indent=2, sort_keys=False, allow_nan=False))
+    out = _result_stream[-1] if _result_stream else sys.stdout
+    print(json.dumps(_finite(obj), indent=2, sort_keys=False, allow_nan=False), file=out, flush=True)
 
 
 def _finite(x: Any) -> Any:

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from nasconv.cli._common import print_json
 from nasconv.errors import UsageError
 from nasconv.spaces import load_arch
 
@@ -81,8 +82,7 @@ def run(args: argparse.Namespace) -> int:
             if f.name.startswith(n) and f.name[len(n):] in SUFFIXES.values():
                 by_name[n].append(f.name)
     if args.json:
-        print(json.dumps([{"name": n, "folder": str(Path(args.out)), "files": sorted(fs)}
-                          for n, fs in by_name.items()], indent=2))
+        print_json([{"name": n, "folder": str(Path(args.out)), "files": sorted(fs)} for n, fs in by_name.items()])
         return 0
     for n, fs in by_name.items():
         meta = json.loads((Path(args.out) / f"{n}.json").read_text())

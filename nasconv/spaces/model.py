@@ -1,8 +1,6 @@
-"""Search spaces: YAML data files validated on load, with exact cost bounds and sampling.
-
-A space file names the backbone (stem, block type, stages) and, per stage, the operator
-choices with their hyperparameter grids; see ``search_spaces/resnet50.yaml``.
-"""
+"""A search space: the backbone (stem, block type, stages) and, per stage, the operator choices
+with their hyperparameter grids, validated by :func:`parse_space`, with exact cost bounds and
+sampling. Reading files is :mod:`nasconv.spaces.files`."""
 
 from __future__ import annotations
 
@@ -13,18 +11,12 @@ import json
 import math
 import random
 from dataclasses import dataclass
-from importlib import resources
-from pathlib import Path
 from typing import Any, Iterable, Mapping
-
-import yaml
 
 from nasconv.arch import BLOCKS, STEMS, ArchSpec, OpChoice, StageSpec
 from nasconv.cost import block_out_size, estimate_cost, head_cost, stage_cost, stem_cost, stem_size
-from nasconv.errors import HyperparameterError, NasconvError, SpaceError, UnknownNameError
+from nasconv.errors import HyperparameterError, NasconvError, SpaceError
 from nasconv.ops import get_op, validate_op
-
-SPACE_SUFFIXES = (".yaml", ".yml")
 
 # Bounds of what a space file may ask for: beyond them a network cannot be built or evaluated
 # on any machine nasconv targets, and a typo (an extra zero or three) should fail at load time,
@@ -41,8 +33,6 @@ MAX_OP_GRID = 4096
 #: (operator, depth, width) combinations of one stage times its input widths: the exact cost
 #: bounds visit each once, so this bounds the time ``space show`` and a search's start take
 MAX_STAGE_WORK = 50_000
-#: YAML nodes of a space file once aliases are expanded (a real one has a few hundred)
-MAX_YAML_NODES = 100_000
 
 
 @dataclass(frozen=True)
@@ -196,104 +186,6 @@ def _cost_bounds(space: SearchSpace) -> dict[str, int]:
         hi = max(b[1] + getattr(head_cost(c, space.num_classes), field_) for c, b in best.items())
         out[f"min_{field_}"], out[f"max_{field_}"] = int(lo), int(hi)
     return out
-
-
-# --- loading --------------------------------------------------------------------------------
-
-
-def list_spaces() -> list[str]:
-    """Names of the spaces shipped with nasconv."""
-    root = resources.files("nasconv.search_spaces")
-    return sorted(p.name.rsplit(".", 1)[0] for p in root.iterdir() if p.name.endswith(SPACE_SUFFIXES))
-
-
-def load_space(name_or_path: str | Path) -> SearchSpace:
-    """A shipped space by name (``resnet50``) or a user's YAML file by path."""
-    text, source = _read_space(str(name_or_path))
-    return _cached_parse(_freeze(_load_yaml(text, source)), source)
-
-
-def _load_yaml(text: str, source: str) -> Any:
-    """``yaml.safe_load`` that refuses duplicate keys (YAML keeps the last one without a word)
-    and files that aliases expand past :data:`MAX_YAML_NODES` ("billion laughs")."""
-    loader = yaml.SafeLoader(text)
-    try:
-        node = loader.get_single_node()
-        if node is None:
-            return None
-        _check_nodes(node, source)
-        return loader.construct_document(node)
-    except yaml.YAMLError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise SpaceError(f"{source}: not valid YAML: {first}") from None
-    finally:
-        loader.dispose()
-
-
-def _check_nodes(root: yaml.Node, source: str) -> None:
-    # An alias is the anchored node object itself, so walking the tree visits each as often as
-    # the constructed data would hold it: the count is the expanded size, stopped at the limit.
-    stack: list[tuple[yaml.Node, str]] = [(root, "")]
-    visits = 0
-    while stack:
-        node, path = stack.pop()
-        visits += 1
-        if visits > MAX_YAML_NODES:
-            raise SpaceError(f"{source}: more than {MAX_YAML_NODES:,} YAML nodes once aliases are expanded; "
-                             "a space file needs a few hundred")
-        if isinstance(node, yaml.MappingNode):
-            seen: dict[tuple[str, str], int] = {}
-            for key_node, value_node in node.value:
-                if key_node.tag == "tag:yaml.org,2002:merge":
-                    stack.append((value_node, path))
-                    continue
-                name = key_node.value if isinstance(key_node, yaml.ScalarNode) else "?"
-                full = f"{path}.{name}" if path else str(name)
-                key = (key_node.tag, name) if isinstance(key_node, yaml.ScalarNode) else None
-                if key is not None:
-                    line = key_node.start_mark.line + 1
-                    if key in seen:
-                        raise SpaceError(f"{source}: {full}: duplicate key (lines {seen[key]} and {line})")
-                    seen[key] = line
-                stack.append((value_node, full))
-        elif isinstance(node, yaml.SequenceNode):
-            stack.extend((item, f"{path}[{i}]") for i, item in enumerate(node.value))
-
-
-def _read_space(arg: str) -> tuple[str, str]:
-    path = Path(arg)
-    if arg.endswith(SPACE_SUFFIXES) or "/" in arg:
-        try:
-            return path.read_text(), str(path)
-        except OSError as exc:
-            raise SpaceError(f"cannot read space file {arg}: {exc.strerror}") from None
-    root = resources.files("nasconv.search_spaces")
-    for suffix in SPACE_SUFFIXES:
-        f = root / f"{arg}{suffix}"
-        if f.is_file():
-            return f.read_text(), f"{arg}{suffix}"
-    raise UnknownNameError("space", arg, list_spaces())
-
-
-def _freeze(x: Any) -> Any:
-    if isinstance(x, dict):
-        return tuple((k, _freeze(v)) for k, v in x.items())
-    if isinstance(x, list):
-        return ("__list__",) + tuple(_freeze(v) for v in x)
-    return x
-
-
-def _thaw(x: Any) -> Any:
-    if isinstance(x, tuple):
-        if x and x[0] == "__list__":
-            return [_thaw(v) for v in x[1:]]
-        return {k: _thaw(v) for k, v in x}
-    return x
-
-
-@functools.lru_cache(maxsize=32)
-def _cached_parse(frozen: Any, source: str) -> SearchSpace:
-    return parse_space(_thaw(frozen), source=source)
 
 
 class _Path:
@@ -496,16 +388,3 @@ def _parse_choices(data: Any, path: str, where: _Path) -> tuple[OpChoice, ...]:
             if op not in ops:
                 ops.append(op)
     return tuple(ops)
-
-
-def load_arch(space: SearchSpace, arg: str) -> ArchSpec:
-    """``baseline`` or a JSON file written by ``nasconv sample`` / ``export``; checked against the space."""
-    if arg == "baseline":
-        return space.baseline()
-    try:
-        text = Path(arg).read_text()
-    except OSError as exc:
-        raise SpaceError(f"cannot read architecture file {arg}: {exc.strerror}") from None
-    arch = ArchSpec.from_json(text)
-    space.check_arch(arch)
-    return arch
