@@ -21,7 +21,7 @@ import threading
 import time
 from typing import Any, Callable, Hashable
 
-from nasconv.errors import NasconvError
+from nasconv.errors import NasconvError, Terminated
 
 Job = tuple[Hashable, Callable[..., dict[str, Any]], dict[str, Any], dict[str, Any]]
 Done = tuple[Hashable, "dict[str, Any] | None", "str | None"]
@@ -155,6 +155,13 @@ class RayRunner:
             where = f"at {address}" if address else "locally"
             raise NasconvError(f"cannot start Ray {where}: {type(exc).__name__}: "
                                f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}") from None
+        except SystemExit as exc:
+            # SIGTERM while ray.init runs meets the handler Ray sets for its duration, which
+            # exits with the signal number: it is a SIGTERM like any other.
+            self.shutdown()
+            if exc.code == signal.SIGTERM:
+                raise Terminated(signal.SIGTERM) from None
+            raise
         except BaseException:  # Ctrl-C, SIGTERM, SIGHUP while Ray starts: stop what it started
             self.shutdown()
             raise
