@@ -26,6 +26,7 @@ from nasconv.faults import fault_point
 from nasconv.profile import measure_latency, resolve_device
 from nasconv.proxies import ZERO_COST_PROXIES, zero_cost_score
 from nasconv.spaces import MAX_RESOLUTION
+from nasconv.stats import binomial_se, wilson_interval
 from nasconv.train import TrainConfig, train_candidate
 
 PROXIES = ("train",) + ZERO_COST_PROXIES
@@ -153,6 +154,9 @@ def evaluate(arch: ArchSpec, config: EvalConfig | None = None, *,
     if cfg.proxy == "train":
         res = train_candidate(arch, ds, cfg.train, progress=progress, device=device,
                               keep_model=keep_weights)
+        lo, hi = wilson_interval(res.accuracy, res.val_images)
+        out.update(accuracy_se=binomial_se(res.accuracy, res.val_images), accuracy_ci=[lo, hi],
+                   val_images=res.val_images)
         out.update(accuracy=res.accuracy, score=res.accuracy, val_loss=res.val_loss, diverged=res.diverged,
                    diverged_step=res.diverged_step, train_time_s=res.train_time_s, steps=res.steps,
                    proxy_params=res.proxy_params, proxy_macs=res.proxy_macs)
@@ -187,7 +191,8 @@ def evaluate(arch: ArchSpec, config: EvalConfig | None = None, *,
                                   batch_size=cfg.latency_batch, device=device, max_time_s=cfg.latency_max_time_s)
         finally:
             torch.set_num_threads(threads_before)
-        out.update(latency_ms=lat.median_ms, latency_iqr_ms=lat.iqr_ms, latency_rel_iqr=lat.rel_iqr,
+        out.update(latency_ms=lat.median_ms, latency_ci_ms=[lat.ci_low_ms, lat.ci_high_ms],
+                   latency_iqr_ms=lat.iqr_ms, latency_rel_iqr=lat.rel_iqr,
                    latency_repeats=lat.repeats, latency_capped=lat.capped, latency_batch=lat.batch_size,
                    latency_resolution=lat.resolution, device=lat.device, device_name=lat.device_name,
                    threads=lat.threads)

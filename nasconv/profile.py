@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from nasconv.errors import DeviceError, UsageError
+from nasconv.stats import median_interval
 
 DEVICES = ("cpu", "cuda")
 
@@ -34,6 +35,9 @@ class LatencyResult:
     device_name: str
     threads: int
     torch_version: str
+    #: distribution-free 95% interval of the median over the timed repeats (:func:`nasconv.stats.median_interval`)
+    ci_low_ms: float = 0.0
+    ci_high_ms: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -114,8 +118,10 @@ def measure_latency(model: nn.Module, *, in_channels: int, resolution: int, batc
                 if time.perf_counter() - t_start > max_time_s:
                     break
     q1, med, q3 = _quartiles(times) if len(times) > 1 else (times[0], times[0], times[0])
+    ci = median_interval(times)
     return LatencyResult(
         median_ms=med, iqr_ms=q3 - q1, rel_iqr=(q3 - q1) / med if med else 0.0, repeats=len(times), capped=capped,
         batch_size=batch_size, resolution=resolution, device=dev.type, device_name=device_name(dev),
         threads=torch.get_num_threads(), torch_version=torch.__version__,
+        ci_low_ms=ci[0], ci_high_ms=ci[1],
     )

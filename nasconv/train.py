@@ -88,6 +88,8 @@ class TrainResult:
     proxy_macs: int = 0
     #: the trained network, when ``train_candidate(..., keep_model=True)``
     model: Any = None
+    #: validation images the accuracy was measured on (its binomial standard error follows)
+    val_images: int = 0
 
 
 def reduced_copy(arch: ArchSpec, *, max_depth: int | None, width_factor: float, resolution: int,
@@ -193,9 +195,10 @@ def train_candidate(arch: ArchSpec, ds: Dataset, cfg: TrainConfig, *,
     accuracy, val_loss = evaluate_accuracy(model, x_val, y_val, device=device)
     elapsed = time.perf_counter() - t0
     if not math.isfinite(val_loss):
-        return TrainResult(0.0, val_loss, loss_value, step, elapsed, True, step, cost.params, cost.macs)
+        return TrainResult(0.0, val_loss, loss_value, step, elapsed, True, step, cost.params, cost.macs,
+                           val_images=len(x_val))
     return TrainResult(accuracy, val_loss, loss_value, step, elapsed, False, None, cost.params, cost.macs,
-                       model.cpu() if keep_model else None)
+                       model.cpu() if keep_model else None, val_images=len(x_val))
 
 
 @torch.inference_mode()

@@ -30,6 +30,14 @@ def test_evaluate_train_proxy_returns_plain_metrics():
     assert 0.1 < m["accuracy"] <= 1.0 and m["score"] == m["accuracy"]
     assert m["params"] == 272_474 and m["macs"] == 40_813_184
     assert m["latency_ms"] > 0 and m["latency_resolution"] == 32 and m["latency_batch"] == 1
+    # every measurement carries its uncertainty: the accuracy its binomial SE and Wilson interval
+    # on the validation images it was measured on, the median latency its 95% interval
+    assert m["val_images"] == 256
+    assert m["accuracy_se"] == pytest.approx(math.sqrt(m["accuracy"] * (1 - m["accuracy"]) / 256))
+    lo, hi = m["accuracy_ci"]
+    assert lo < m["accuracy"] < hi and 0.08 < hi - lo < 0.13  # about 4 SE wide at n = 256
+    lo, hi = m["latency_ci_ms"]
+    assert lo <= m["latency_ms"] <= hi
 
 
 @pytest.mark.parametrize("proxy", ZERO_COST_PROXIES)

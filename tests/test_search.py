@@ -284,3 +284,22 @@ def test_keep_weights_refuses_a_reduced_proxy(tmp_path):
     with pytest.raises(UsageError, match="--full-proxy"):
         run_search(_cfg(tmp_path, keep_weights=True,
                         eval=EvalConfig(proxy="train", train=TrainConfig(max_depth=1))))
+
+
+def test_tpe_is_the_default_and_a_study_keeps_the_sampler_it_began_with(tmp_path):
+    from nasconv.search import SearchDriver
+
+    new = _cfg(tmp_path, trials=2, sampler=None, study_name="new")
+    run_search(new)
+    assert _study(new).user_attrs["sampler"] == "tpe"
+    fresh = SearchDriver(new)
+    assert isinstance(fresh.study.sampler, optuna.samplers.TPESampler)
+    fresh.tables.dispose()
+    old = _cfg(tmp_path, trials=2, sampler="nsga2", study_name="old")
+    run_search(old)
+    again = SearchDriver(dataclasses.replace(old, sampler=None, trials=3))  # no --sampler: its own
+    assert isinstance(again.study.sampler, optuna.samplers.NSGAIISampler)
+    again.tables.dispose()
+    named = SearchDriver(dataclasses.replace(old, sampler="random"))  # a named one is used
+    assert isinstance(named.study.sampler, optuna.samplers.RandomSampler)
+    named.tables.dispose()

@@ -19,7 +19,7 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nasconv.results import front_table, plot_front, study_summary
+    from nasconv.results import front_table, noise_line, plot_front, study_summary
     from nasconv.storage import open_study
 
     study, tables = open_study(args.study, args.storage, readonly=True)  # read-only media too
@@ -34,6 +34,8 @@ def run(args: argparse.Namespace) -> int:
           f"{summary['rejected']} rejected, {summary['running']} running")
     print(f"Pareto front ({len(summary['front'])} architectures, hypervolume {summary['hypervolume']:.4g}):")
     print(front_table(summary["front"], summary["baseline"]))
+    if summary["noise"]:
+        print(f"noise: {noise_line(summary['noise'])}")
     if args.plot:
         print(f"plot written to {args.plot}")
     return 0

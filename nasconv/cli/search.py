@@ -18,7 +18,8 @@ def add_parser(sub: Any) -> None:
     q.add_argument("--space", required=True, metavar="NAME|PATH")
     q.add_argument("--budget", default=None, help="e.g. 4gflops, 20mparams, 15ms (comma-separated)")
     q.add_argument("--trials", type=int, default=20, help="evaluated candidates in the study, in total (default 20)")
-    q.add_argument("--sampler", default="nsga2", help=f"{'|'.join(SAMPLERS)} (default nsga2)")
+    q.add_argument("--sampler", default=None, help=f"{'|'.join(SAMPLERS)} (default: tpe for a new study; a study "
+                   "continues with the sampler it began with unless another is named)")
     q.add_argument("--objectives", default="accuracy,latency",
                    help=f"comma-separated, from {', '.join(OBJECTIVES)} (default accuracy,latency)")
     q.add_argument("--storage", default=DEFAULT_STORAGE, help=f"SQLAlchemy URL (default {DEFAULT_STORAGE}); "
@@ -38,7 +39,7 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nasconv.results import front_table
+    from nasconv.results import front_table, noise_line
     from nasconv.search import SearchConfig, run_search
     from nasconv.spaces import load_space
 
@@ -59,6 +60,8 @@ def run(args: argparse.Namespace) -> int:
           f"{res.rejected} rejected (over budget), {res.cached} reused from the cache")
     print(f"Pareto front ({len(res.front)} architectures, hypervolume {res.hypervolume:.4g}):")
     print(front_table(res.front, res.baseline))
+    if res.noise:
+        print(f"noise: {noise_line(res.noise)}")
     print(f"next: nasconv pareto --study {res.study_name} --plot front.png   |   "
           f"nasconv dashboard --storage {res.storage}")
     return 0

@@ -1,13 +1,15 @@
 """Reading results: the Pareto front and its hypervolume, trial and study summaries, the front as
 a table or a plot. What ``nasconv pareto`` and the search driver share.
 
-May import: errors, budget, storage, the Optuna compatibility module; nothing of search or the CLI.
+May import: errors, stats, budget, storage, the Optuna compatibility module; nothing of search or the CLI.
 """
 
 from nasconv.results.front import EVALUATED, feasible_front, first_per_architecture, hypervolume, losses, study_front
+from nasconv.results.noise import fill_intervals, noise_line, resolution
 from nasconv.results.plot import plot_front
-from nasconv.results.summary import study_summary, trial_summary
+from nasconv.results.summary import baseline_summary, study_summary, trial_summary, val_images_of
 from nasconv.results.table import front_table
 
-__all__ = ["EVALUATED", "feasible_front", "first_per_architecture", "front_table", "hypervolume",
-           "losses", "plot_front", "study_front", "study_summary", "trial_summary"]
+__all__ = ["EVALUATED", "baseline_summary", "feasible_front", "fill_intervals", "first_per_architecture",
+           "front_table", "hypervolume", "losses", "noise_line", "plot_front", "resolution", "study_front",
+           "study_summary", "trial_summary", "val_images_of"]

@@ -14,6 +14,7 @@ from optuna.trial import TrialState
 from nasconv.errors import StorageError
 from nasconv.paths import os_problem
 from nasconv.results.front import study_front
+from nasconv.results.summary import baseline_summary, trial_summary, val_images_of
 
 
 def plot_front(study: optuna.Study, path: str) -> None:
@@ -33,13 +34,16 @@ def plot_front(study: optuna.Study, path: str) -> None:
     fig, ax = plt.subplots(figsize=(7, 5), dpi=110)
     ax.scatter([t.user_attrs.get(xk) for t in done], [t.user_attrs.get(yk) for t in done], s=18, c="0.6",
                label=f"evaluated ({len(done)})")
-    pts = sorted((t.user_attrs.get(xk), t.user_attrs.get(yk)) for t in front)
-    if pts:
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", c="tab:red", label=f"Pareto front ({len(pts)})")
-    base = study.user_attrs.get("baseline") or {}
+    n_val = val_images_of(study)
+    rows = sorted((trial_summary(t, n_val) for t in front), key=lambda r: (r[xk], r[yk]))
+    if rows:
+        ax.plot([r[xk] for r in rows], [r[yk] for r in rows], "-", c="tab:red", alpha=0.6)
+        ax.errorbar([r[xk] for r in rows], [r[yk] for r in rows], xerr=_bars(rows, xk), yerr=_bars(rows, yk),
+                    fmt="o", c="tab:red", capsize=3, label=f"Pareto front ({len(rows)}), 95% intervals")
+    base = baseline_summary(study) or {}
     if base.get(xk) is not None and base.get(yk) is not None:
-        ax.scatter([base[xk]], [base[yk]], marker="*", s=220, c="tab:blue", label="baseline (all standard)",
-                   zorder=5)
+        ax.errorbar([base[xk]], [base[yk]], xerr=_bars([base], xk), yerr=_bars([base], yk), fmt="*",
+                    markersize=14, c="tab:blue", capsize=3, label="baseline (all standard)", zorder=5)
     ax.set_xlabel({"latency": "latency (ms)", "macs": "MACs", "params": "parameters"}.get(xo, xo))
     proxy = (study.user_attrs.get("eval_config") or {}).get("proxy", "train")
     ax.set_ylabel(yo if yo != "accuracy" else ("validation accuracy" if proxy == "train" else f"{proxy} score"))
@@ -56,6 +60,20 @@ def plot_front(study: optuna.Study, path: str) -> None:
     finally:
         plt.close(fig)
     _write_whole(Path(path), buf.getvalue())
+
+
+#: a summary row's value key -> its 95% interval key
+_INTERVAL = {"score": "accuracy_ci", "accuracy": "accuracy_ci", "latency_ms": "latency_ci_ms"}
+
+
+def _bars(rows: list[dict], key: str) -> list[list[float]] | None:
+    """Asymmetric error bars (below, above) for matplotlib; None where no row has an interval."""
+    ci_key = _INTERVAL.get(key)
+    if ci_key is None or not any(r.get(ci_key) for r in rows):
+        return None
+    lo = [r[key] - r[ci_key][0] if r.get(ci_key) else 0.0 for r in rows]
+    hi = [r[ci_key][1] - r[key] if r.get(ci_key) else 0.0 for r in rows]
+    return [[max(v, 0.0) for v in lo], [max(v, 0.0) for v in hi]]
 
 
 def _write_whole(path: Path, data: bytes) -> None:

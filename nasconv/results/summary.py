@@ -8,20 +8,39 @@ import optuna
 from optuna.trial import TrialState
 
 from nasconv.results.front import study_front
+from nasconv.results.noise import fill_intervals, resolution
 from nasconv.storage import NasconvTables
 
 
-def trial_summary(t: optuna.trial.FrozenTrial) -> dict[str, Any]:
+def val_images_of(study: optuna.Study) -> int | None:
+    """Validation images per evaluation in the study's settings (for results stored without them)."""
+    return ((study.user_attrs.get("eval_config") or {}).get("train") or {}).get("val_images")
+
+
+def trial_summary(t: optuna.trial.FrozenTrial, val_images: int | None = None) -> dict[str, Any]:
+    """A trial as plain data: costs (exact), accuracy with its standard error and 95% interval,
+    median latency with its 95% interval."""
     a = t.user_attrs
-    return {"trial": t.number, "ops": a.get("ops"), "arch_hash": a.get("arch_hash"), "macs": a.get("macs"),
-            "params": a.get("params"), "latency_ms": a.get("latency_ms"), "accuracy": a.get("accuracy"),
-            "score": a.get("score"), "values": list(t.values or []), "arch": a.get("arch")}
+    row = {"trial": t.number, "ops": a.get("ops"), "arch_hash": a.get("arch_hash"), "macs": a.get("macs"),
+           "params": a.get("params"), "latency_ms": a.get("latency_ms"), "latency_ci_ms": a.get("latency_ci_ms"),
+           "accuracy": a.get("accuracy"), "accuracy_se": a.get("accuracy_se"), "accuracy_ci": a.get("accuracy_ci"),
+           "val_images": a.get("val_images"), "score": a.get("score"), "values": list(t.values or []),
+           "arch": a.get("arch")}
+    return fill_intervals(row, val_images)
+
+
+def baseline_summary(study: optuna.Study) -> dict[str, Any] | None:
+    base = study.user_attrs.get("baseline")
+    return fill_intervals(dict(base), val_images_of(study)) if base else None
 
 
 def study_summary(study: optuna.Study, tables: NasconvTables) -> dict[str, Any]:
     trials = study.get_trials(deepcopy=False)
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     snaps = tables.snapshots(study.study_name)
+    n_val = val_images_of(study)
+    front = [trial_summary(t, n_val) for t in study_front(study)]
+    baseline = baseline_summary(study)
     return {
         "study": study.study_name,
         "space": study.user_attrs.get("space"),
@@ -32,6 +51,7 @@ def study_summary(study: optuna.Study, tables: NasconvTables) -> dict[str, Any]:
         "failed": sum(1 for t in trials if t.state == TrialState.FAIL),
         "running": sum(1 for t in trials if t.state == TrialState.RUNNING),
         "hypervolume": snaps[-1].hypervolume if snaps else 0.0,
-        "baseline": study.user_attrs.get("baseline"),
-        "front": [trial_summary(t) for t in study_front(study)],
+        "baseline": baseline,
+        "front": front,
+        "noise": resolution(front, baseline, study.user_attrs.get("objectives") or []),
     }

@@ -8,16 +8,26 @@ from nasconv._table import render_table
 from nasconv.budget import format_count
 
 
-def front_table(front: list[dict[str, Any]], baseline: dict[str, Any] | None = None) -> str:
-    def fmt(v: Any, spec: str) -> str:
-        return "-" if v is None else format(v, spec)
+def _fmt(v: Any, ci: Any, spec: str) -> str:
+    """``0.8025 [0.7847, 0.8195]``: the value and its 95% interval (the value alone without one)."""
+    if v is None:
+        return "-"
+    if not ci:
+        return format(v, spec)
+    return f"{format(v, spec)} [{format(ci[0], spec)}, {format(ci[1], spec)}]"
 
-    rows = [[f["trial"], f["ops"], format_count(f["macs"]), format_count(f["params"]), fmt(f["latency_ms"], ".2f"),
-             fmt(f["accuracy"] if f["accuracy"] is not None else f["score"], ".4f")] for f in front]
+
+def _row(first: Any, ops: str, f: dict[str, Any]) -> list[Any]:
+    acc = f.get("accuracy")
+    return [first, ops, format_count(f["macs"]), format_count(f["params"]),
+            _fmt(f.get("latency_ms"), f.get("latency_ci_ms"), ".2f"),
+            _fmt(acc, f.get("accuracy_ci"), ".4f") if acc is not None else _fmt(f.get("score"), None, ".4g")]
+
+
+def front_table(front: list[dict[str, Any]], baseline: dict[str, Any] | None = None) -> str:
+    """Costs are exact; latency (median) and accuracy carry their 95% intervals in brackets."""
+    rows = [_row(f["trial"], f["ops"], f) for f in front]
     if baseline:
-        rows.append(["baseline", "standard everywhere", format_count(baseline["macs"]),
-                     format_count(baseline["params"]), fmt(baseline.get("latency_ms"), ".2f"),
-                     fmt(baseline.get("accuracy") if baseline.get("accuracy") is not None else baseline.get("score"),
-                         ".4f")])
-    return render_table(["trial", "operator per stage", "MACs", "params", "latency ms", "accuracy"], rows,
-                        align="llrrrr")
+        rows.append(_row("baseline", "standard everywhere", baseline))
+    return render_table(["trial", "operator per stage", "MACs", "params", "latency ms [95%]", "accuracy [95%]"],
+                        rows, align="llrrrr")

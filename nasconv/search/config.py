@@ -28,7 +28,8 @@ class SearchConfig:
     space: str
     budget: str | None = None
     trials: int = 20
-    sampler: str = "nsga2"
+    #: None: the sampler the study began with, or :data:`DEFAULT_SAMPLER` for a new study
+    sampler: str | None = None
     objectives: tuple[str, ...] = ("accuracy", "latency")
     seed: int = 0
     storage: str = DEFAULT_STORAGE
@@ -65,7 +66,7 @@ class SearchConfig:
                 raise UsageError(f"{flag} must be >= 0, got {limit}")
         if self.address is not None and not self.address.strip():
             raise UsageError("--address must be HOST:PORT, got an empty string")
-        if self.sampler not in SAMPLERS:
+        if self.sampler is not None and self.sampler not in SAMPLERS:
             raise UnknownNameError("sampler", self.sampler, SAMPLERS)
         if not self.objectives:
             raise UsageError("at least one objective is needed")
@@ -113,3 +114,5 @@ class SearchResult:
     hypervolume: float
     baseline: dict[str, Any] | None
     interrupted: bool = False
+    #: per noisy objective, what the intervals resolve (:func:`nasconv.results.resolution`)
+    noise: dict[str, Any] = field(default_factory=dict)

@@ -28,7 +28,15 @@ from nasconv.errors import BudgetError, NasconvError, Terminated, UsageError
 from nasconv.evaluate import EvaluationJob, evaluate, evaluate_keeping_weights, keep_weights_problem
 from nasconv.faults import fault_point
 from nasconv.profile import resolve_device
-from nasconv.results import EVALUATED, feasible_front, hypervolume, losses, trial_summary
+from nasconv.results import (
+    EVALUATED,
+    feasible_front,
+    fill_intervals,
+    hypervolume,
+    losses,
+    resolution,
+    trial_summary,
+)
 from nasconv.search.config import SearchConfig, SearchResult, check_address
 from nasconv.search.liveness import (
     DeferredInterrupt,
@@ -50,7 +58,7 @@ from nasconv.search.objectives import (
 from nasconv.search.params import op_params_by_family, ordinal_params, suggest_arch
 from nasconv.search.progress import ProgressBar, SearchCallback, SearchStatus
 from nasconv.search.samplers import make_sampler, quiet_optuna
-from nasconv.search.study import default_study_name, open_study
+from nasconv.search.study import default_study_name, open_study, sampler_name
 from nasconv.spaces import load_space
 from nasconv.storage import HEARTBEAT_INTERVAL_S, FrontSnapshot, is_database_locked, locked_error, open_storage
 from nasconv.storage.weights import adopt_weights, save_weights
@@ -88,7 +96,8 @@ class SearchDriver:
             self.study = open_study(self.storage, self.study_name, cfg, self.space, self.budget)
             self.hv_ref: list[float] | None = self.study.user_attrs.get("hv_reference")
             self.ordinal = ordinal_params(self.study)
-            self.by_family = op_params_by_family(self.study, cfg.sampler)
+            self.sampler = sampler_name(cfg, self.study.user_attrs)
+            self.by_family = op_params_by_family(self.study, self.sampler)
         except Exception as exc:
             self.tables.dispose()
             if is_database_locked(exc):
@@ -119,7 +128,7 @@ class SearchDriver:
         """
         if trial_number:
             seed = int(np.random.SeedSequence([self.cfg.seed, trial_number]).generate_state(1)[0])
-            self.study.sampler = make_sampler(self.cfg.sampler, seed, len(self.cfg.objectives))
+            self.study.sampler = make_sampler(self.sampler, seed, len(self.cfg.objectives))
 
     def _make_runner(self) -> Any:
         if self._runner is not None:
@@ -325,7 +334,8 @@ class SearchDriver:
                 raise NasconvError(f"the baseline evaluation failed: {error}")
             metrics.pop("weights", None)
             self.tables.put_cached(self.settings_key, arch.arch_hash, self.space.name, metrics)
-        keep = {k: metrics.get(k) for k in ("accuracy", "score", "latency_ms", "params", "macs", "arch_hash")}
+        keep = {k: metrics.get(k) for k in ("accuracy", "accuracy_se", "accuracy_ci", "val_images", "score",
+                                            "latency_ms", "latency_ci_ms", "params", "macs", "arch_hash")}
         self.study.set_user_attr("baseline", keep)
         return keep
 
@@ -458,11 +468,14 @@ class SearchDriver:
         self.jobs.pop(key, None)
 
     def result(self, baseline: dict[str, Any] | None, interrupted: bool) -> SearchResult:
+        n_val = self.cfg.eval.train.val_images
+        front = [trial_summary(t, n_val) for t in sorted(self.last_front, key=lambda t: t.number)]
+        baseline = fill_intervals(dict(baseline), n_val) if baseline else None
         return SearchResult(
             study_name=self.study_name, storage=self.cfg.storage, evaluated=self.evaluated_count(),
             failed=self.counts["failed"], rejected=self.counts["rejected"], cached=self.counts["cached"],
-            front=[trial_summary(t) for t in sorted(self.last_front, key=lambda t: t.number)],
-            hypervolume=self.last_hv, baseline=baseline, interrupted=interrupted)
+            front=front, hypervolume=self.last_hv, baseline=baseline, interrupted=interrupted,
+            noise=resolution(front, baseline, self.cfg.objectives))
 
 
 def run_search(cfg: SearchConfig, *, evaluator: Callable[..., dict[str, Any]] = evaluate,

@@ -57,6 +57,16 @@ def settings_changes(stored: dict[str, Any], now: dict[str, Any], prefix: str = 
     return out
 
 
+#: the sampler of a new study when none is named: TPE, Optuna's own default for multi-objective
+#: studies and ahead of NSGA-II and random in benchmarks/results/search_quality.md
+DEFAULT_SAMPLER = "tpe"
+
+
+def sampler_name(cfg: SearchConfig, attrs: dict[str, Any]) -> str:
+    """The sampler named in ``cfg``, else the one the study began with, else :data:`DEFAULT_SAMPLER`."""
+    return cfg.sampler or attrs.get("sampler") or DEFAULT_SAMPLER
+
+
 def open_study(storage: optuna.storages.BaseStorage, name: str, cfg: SearchConfig, space: SearchSpace,
                budget: Budget) -> optuna.Study:
     """The study ``name`` (created and stamped when new), with ``cfg``'s sampler; refused when it
@@ -106,7 +116,7 @@ def open_study(storage: optuna.storages.BaseStorage, name: str, cfg: SearchConfi
     if "space" not in attrs and n_trials == 0:
         # New, or its creator died before stamping it: "space" is written last, so a study
         # without it was never used.
-        extra = {"eval_config": cfg.eval.to_dict(), "sampler": cfg.sampler, "seed": cfg.seed,
+        extra = {"eval_config": cfg.eval.to_dict(), "sampler": sampler_name(cfg, {}), "seed": cfg.seed,
                  "nasconv_version": __version__, "budget_limits": budget.to_dict()}
         stamp = {**extra, **identity}
         stamp["space"] = stamp.pop("space")  # last
@@ -122,7 +132,7 @@ def open_study(storage: optuna.storages.BaseStorage, name: str, cfg: SearchConfi
         if legacy:
             _check_legacy(study, name, space)
             study.set_user_attr("space_hash", space.content_hash)
-    study.sampler = make_sampler(cfg.sampler, cfg.seed, len(cfg.objectives))
+    study.sampler = make_sampler(sampler_name(cfg, study.user_attrs), cfg.seed, len(cfg.objectives))
     return study
 
 
