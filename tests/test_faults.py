@@ -280,7 +280,9 @@ def test_sqlite_lock_held_for_a_while_is_waited_for(tmp_path):
 
 
 def test_sqlite_lock_beyond_the_timeout_is_one_error_naming_postgresql(tmp_path, monkeypatch):
-    monkeypatch.setattr(nasconv_storage, "SQLITE_TIMEOUT_S", 1)
+    # where the connections read it (nasconv.storage re-exports the name; patching that copy
+    # left the 60 s default in force, and this test took two minutes)
+    monkeypatch.setattr(nasconv_storage.database, "SQLITE_TIMEOUT_S", 1)
     db = f"{tmp_path}/s.db"
     locks: list[sqlite3.Connection] = []
 

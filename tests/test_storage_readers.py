@@ -41,7 +41,7 @@ def _wait_up(url: str, proc: subprocess.Popen, timeout: float = 90) -> None:
 
 @pytest.mark.slow
 def test_pareto_and_dashboard_read_while_a_search_writes(search_cli, tmp_path):
-    url, trials = f"sqlite:///{tmp_path}/s.db", 6
+    url, trials = f"sqlite:///{tmp_path}/s.db", 5
     first = search_cli.run(url, 1, slow=True)  # the study exists before the readers start
     assert first.returncode == 0, first.stderr
     port = free_port()
