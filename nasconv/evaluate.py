@@ -26,7 +26,7 @@ from nasconv.faults import fault_point
 from nasconv.profile import measure_latency, resolve_device
 from nasconv.proxies import ZERO_COST_PROXIES, zero_cost_score
 from nasconv.spaces import MAX_RESOLUTION
-from nasconv.stats import binomial_se, wilson_interval
+from nasconv.stats import accuracy_uncertainty
 from nasconv.train import TrainConfig, train_candidate
 
 PROXIES = ("train",) + ZERO_COST_PROXIES
@@ -154,9 +154,7 @@ def evaluate(arch: ArchSpec, config: EvalConfig | None = None, *,
     if cfg.proxy == "train":
         res = train_candidate(arch, ds, cfg.train, progress=progress, device=device,
                               keep_model=keep_weights)
-        lo, hi = wilson_interval(res.accuracy, res.val_images)
-        out.update(accuracy_se=binomial_se(res.accuracy, res.val_images), accuracy_ci=[lo, hi],
-                   val_images=res.val_images)
+        out.update(accuracy_uncertainty(res.accuracy, res.val_images))
         out.update(accuracy=res.accuracy, score=res.accuracy, val_loss=res.val_loss, diverged=res.diverged,
                    diverged_step=res.diverged_step, train_time_s=res.train_time_s, steps=res.steps,
                    proxy_params=res.proxy_params, proxy_macs=res.proxy_macs)

@@ -13,7 +13,7 @@ May import: the standard library.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Any, Sequence
 
 Z95 = 1.959963984540054
 #: Student t quantiles (0.975) for 1..30 degrees of freedom; beyond, a Cornish-Fisher expansion
@@ -60,13 +60,6 @@ def mean_interval(values: Sequence[float]) -> tuple[float, float, tuple[float, f
     return m, se, (m - h, m + h)
 
 
-def _binom_cdf(k: int, n: int) -> float:
-    """P(X <= k) for X ~ Binomial(n, 1/2)."""
-    if k < 0:
-        return 0.0
-    return sum(math.comb(n, i) for i in range(0, min(k, n) + 1)) / 2 ** n
-
-
 def median_interval(samples: Sequence[float]) -> tuple[float, float]:
     """Distribution-free interval of the median with coverage at least 95%: the j-th and
     (n+1-j)-th order statistics, j the largest rank with P(Binomial(n, 1/2) < j) <= 2.5%.
@@ -78,11 +71,19 @@ def median_interval(samples: Sequence[float]) -> tuple[float, float]:
     if n > 1000:  # normal approximation of the ranks (the exact sum gets slow, and agrees)
         j = max(1, int(math.floor(n / 2 - Z95 * math.sqrt(n) / 2)))
     else:
-        j = 0
-        while j + 1 <= n // 2 and _binom_cdf(j, n) <= 0.025:  # P(X < j+1) = P(X <= j)
+        j, cdf, total = 0, 1, 2 ** n  # cdf = 2^n P(X <= j), summed as j grows
+        while j + 1 <= n // 2 and cdf <= 0.025 * total:
             j += 1
+            cdf += math.comb(n, j)
         j = max(j, 1)
     return (xs[j - 1], xs[n - j])
+
+
+def accuracy_uncertainty(accuracy: float, n: int) -> dict[str, Any]:
+    """An accuracy on ``n`` validation images: its binomial SE and 95% Wilson interval, as the
+    trial attributes ``accuracy_se``, ``accuracy_ci``, ``val_images``."""
+    return {"accuracy_se": binomial_se(accuracy, n), "accuracy_ci": list(wilson_interval(accuracy, n)),
+            "val_images": int(n)}
 
 
 def se_from_interval(lo: float, hi: float) -> float:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from nasconv.stats import binomial_se, differ, se_from_interval, wilson_interval
+from nasconv.stats import accuracy_uncertainty, differ, se_from_interval
 
 #: objective -> (the summary row's value key, its interval key)
 NOISY = {"accuracy": ("accuracy", "accuracy_ci"), "latency": ("latency_ms", "latency_ci_ms")}
@@ -22,8 +22,7 @@ def fill_intervals(row: dict[str, Any], val_images: int | None) -> dict[str, Any
     evaluation predates their storing (nasconv < 0.9 kept the accuracy only)."""
     acc, n = row.get("accuracy"), row.get("val_images") or val_images
     if acc is not None and n and row.get("accuracy_ci") is None:
-        lo, hi = wilson_interval(acc, int(n))
-        row.update(accuracy_se=binomial_se(acc, int(n)), accuracy_ci=[lo, hi], val_images=int(n))
+        row.update(accuracy_uncertainty(acc, int(n)))
     return row
 
 

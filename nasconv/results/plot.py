@@ -14,6 +14,7 @@ from optuna.trial import TrialState
 from nasconv.errors import StorageError
 from nasconv.paths import os_problem
 from nasconv.results.front import study_front
+from nasconv.results.noise import NOISY
 from nasconv.results.summary import baseline_summary, trial_summary, val_images_of
 
 
@@ -62,8 +63,8 @@ def plot_front(study: optuna.Study, path: str) -> None:
     _write_whole(Path(path), buf.getvalue())
 
 
-#: a summary row's value key -> its 95% interval key
-_INTERVAL = {"score": "accuracy_ci", "accuracy": "accuracy_ci", "latency_ms": "latency_ci_ms"}
+#: a summary row's value key -> its 95% interval key (the score of the training proxy is its accuracy)
+_INTERVAL = {**dict(NOISY.values()), "score": "accuracy_ci"}
 
 
 def _bars(rows: list[dict], key: str) -> list[list[float]] | None:
