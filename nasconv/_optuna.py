@@ -78,17 +78,47 @@ def set_user_attrs(trial: optuna.trial.Trial, attrs: dict[str, Any]) -> None:
     from optuna.storages._rdb import models
     from optuna.storages._rdb.storage import _create_scoped_session
 
+    with _create_scoped_session(backend.scoped_session) as session:
+        row = models.TrialModel.find_or_raise_by_id(trial_id(trial), session)
+        backend.check_trial_is_updatable(trial_id(trial), row.state)
+        session.execute(_upsert_user_attrs(backend, trial_id(trial), attrs))
+    trial._cached_frozen_trial.user_attrs.update(attrs)
+
+
+def nondomination_rank(losses: np.ndarray, penalty: np.ndarray | None = None) -> np.ndarray:
+    """Non-domination rank (0: the front) of rows of minimised objectives, infeasible rows
+    (``penalty`` > 0) ranked after every feasible one by their penalty
+    (``optuna.study._multi_objective._fast_non_domination_rank``, what NSGA-II sorts by)."""
+    from optuna.study._multi_objective import _fast_non_domination_rank
+
+    return np.asarray(_fast_non_domination_rank(np.asarray(losses, dtype=float), penalty=penalty))
+
+
+def _upsert_user_attrs(backend: optuna.storages.RDBStorage, tid: int, attrs: dict[str, Any]) -> Any:
+    from optuna.storages._rdb import models
+
     if backend.engine.name == "sqlite":
         from sqlalchemy.dialects.sqlite import insert
     else:
         from sqlalchemy.dialects.postgresql import insert
     table = models.TrialUserAttributeModel
-    rows = [{"trial_id": trial_id(trial), "key": k, "value_json": json.dumps(v)} for k, v in attrs.items()]
-    stmt = insert(table).values(rows)
-    stmt = stmt.on_conflict_do_update(index_elements=[table.trial_id, table.key],
+    stmt = insert(table).values([{"trial_id": tid, "key": k, "value_json": json.dumps(v)} for k, v in attrs.items()])
+    return stmt.on_conflict_do_update(index_elements=[table.trial_id, table.key],
                                       set_={"value_json": stmt.excluded.value_json})
+
+
+def annotate_finished_trial(storage: optuna.storages.BaseStorage, tid: int, attrs: dict[str, Any]) -> bool:
+    """Add user attributes to a trial that has finished (Optuna refuses: a finished trial is
+    immutable), for readers such as optuna-dashboard: a promoted candidate's later rung results.
+    Writes Optuna's own user-attribute table directly (``optuna.storages._rdb.models``,
+    ``_create_scoped_session``); nothing a sampler reads (values, params, constraints) changes.
+    False (nothing written) on a storage other than SQLite or PostgreSQL."""
+    backend = getattr(storage, "_backend", storage)
+    if not attrs or not isinstance(backend, optuna.storages.RDBStorage) or \
+            backend.engine.name not in ("sqlite", "postgresql"):
+        return False
+    from optuna.storages._rdb.storage import _create_scoped_session
+
     with _create_scoped_session(backend.scoped_session) as session:
-        row = models.TrialModel.find_or_raise_by_id(trial_id(trial), session)
-        backend.check_trial_is_updatable(trial_id(trial), row.state)
-        session.execute(stmt)
-    trial._cached_frozen_trial.user_attrs.update(attrs)
+        session.execute(_upsert_user_attrs(backend, tid, attrs))
+    return True

@@ -33,7 +33,8 @@ class TrainConfig:
     #: 8,000 (125 steps of 64): ranks resnet20 architectures like 16,000 did (rho 0.90 vs 0.92
     #: against a 10x longer training, benchmarks/proxy_fidelity.py) at half the time
     train_images: int = 8000
-    val_images: int = 2000
+    #: None: the whole held-out split (a multi-fidelity search's top rung)
+    val_images: int | None = 2000
     epochs: int = 1
     batch_size: int = 64
     resolution: int = 28
@@ -58,6 +59,8 @@ class TrainConfig:
 
     def check(self) -> None:
         for key in ("train_images", "val_images", "epochs", "batch_size", "resolution"):
+            if key == "val_images" and self.val_images is None:
+                continue
             if getattr(self, key) < 1:
                 raise UsageError(f"training {key} must be >= 1, got {getattr(self, key)}")
         if self.optimizer not in OPTIMIZERS:

@@ -115,6 +115,17 @@ CASES: dict[str, tuple[list[str], int, str, dict]] = {
     "space-binary": (["space", "show", "bin.yaml"], 1, "not UTF-8", {"bin.yaml": b"a: \xd0\xff\x00"}),
     "arch-binary": (["cost", "--space", "resnet20", "--arch", "a.json"], 1, "not UTF-8", {"a.json": b"\xff{}"}),
     "arch-folder": (["cost", "--space", "resnet20", "--arch", "."], 1, "Is a directory", {}),
+    # multi-fidelity settings
+    "rungs-0": ([*SEARCH, "--study", "new", "--proxy", "train", "--rungs", "0"], 2, "--rungs", {}),
+    "eta-1": ([*SEARCH, "--study", "new", "--proxy", "train", "--rungs", "2", "--eta", "1"], 2, "--eta", {}),
+    "eta-nan": ([*SEARCH, "--study", "new", "--proxy", "train", "--rungs", "2", "--eta", "nan"], 2, "--eta", {}),
+    "repeats-negative": ([*SEARCH, "--study", "new", "--proxy", "train", "--repeats", "-1"], 2, "--repeats", {}),
+    "rungs-with-zero-cost-proxy": ([*SEARCH, "--study", "new", "--rungs", "3"], 2, "training proxy", {}),
+    "repeats-with-zero-cost-proxy": ([*SEARCH, "--study", "new", "--repeats", "2"], 2, "training proxy", {}),
+    "top-rung-beyond-the-dataset": ([*SEARCH, "--study", "new", "--proxy", "train", "--rungs", "4", "--eta", "3",
+                                     "--train-images", "1000"], 2, "trains on 27,000 images", {}),
+    "resumed-with-other-rungs": ([*SEARCH, "--study", "s", "--proxy", "train", "--rungs", "2", "--train-images",
+                                  "100"], 1, "was run with 1 rung(s)", {}),
 }
 if not torch.cuda.is_available():
     CASES["cuda-without-gpu"] = ([*SEARCH, "--study", "new", "--device", "cuda"], 1, "CUDA", {})

@@ -105,3 +105,22 @@ def test_hypervolume_of_a_known_front():
     # two points of a 2-D minimisation, reference (3, 3): 2 + 2 - 1 (their overlap)
     assert _optuna.hypervolume(np.array([[1.0, 2.0], [2.0, 1.0]]), np.array([3.0, 3.0])) == pytest.approx(3.0)
     assert _optuna.hypervolume(np.array([[1.0, 1.0, 1.0]]), np.array([2.0, 3.0, 4.0])) == pytest.approx(6.0)
+
+
+def test_annotate_finished_trial_adds_attributes_and_changes_nothing_else(storage_url):
+    study = _study(storage_url, directions=["maximize", "minimize"])
+    study.optimize(lambda t: (t.suggest_float("x", 0, 1), 2.0), n_trials=1)
+    before = study.trials[0]
+    assert _optuna.annotate_finished_trial(study._storage, _optuna.trial_id(before), {"rung1": {"accuracy": 0.5},
+                                                                                       "highest_rung": 1})
+    after = optuna.load_study(study_name="s", storage=storage_url).trials[0]
+    assert after.user_attrs == {**before.user_attrs, "rung1": {"accuracy": 0.5}, "highest_rung": 1}
+    assert (after.state, after.values, after.params) == (before.state, before.values, before.params)
+    assert not _optuna.annotate_finished_trial(optuna.storages.InMemoryStorage(), 0, {"a": 1})
+
+
+def test_nondomination_rank_with_and_without_penalties():
+    losses = np.array([[0.0, 1.0], [1.0, 0.0], [1.0, 1.0], [2.0, 2.0]])
+    assert _optuna.nondomination_rank(losses).tolist() == [0, 0, 1, 2]
+    # an infeasible row comes after every feasible one, whatever its values
+    assert _optuna.nondomination_rank(losses, np.array([1.0, 0.0, 0.0, 0.0])).tolist()[0] > 2

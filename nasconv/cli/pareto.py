@@ -25,13 +25,17 @@ def run(args: argparse.Namespace) -> int:
     study, tables = open_study(args.study, args.storage, readonly=True)  # read-only media too
     summary = study_summary(study, tables)
     if args.plot:
-        plot_front(study, args.plot)
+        plot_front(study, args.plot, tables.rung_results(study.study_name))
     if args.json:
         print_json(summary)
         return 0
     print(f"study {summary['study']}: space {summary['space']}, budget {summary['budget']}, objectives "
           f"{','.join(summary['objectives'] or [])}; {summary['evaluated']} evaluated, {summary['failed']} failed, "
           f"{summary['rejected']} rejected, {summary['running']} running")
+    if summary["per_rung"]:
+        reached = ", ".join(f"rung {r}: {n}" for r, n in summary["per_rung"].items())
+        print(f"multi-fidelity ({summary['fidelity'].get('rungs')} rungs): candidates by the highest rung reached: "
+              f"{reached}; the front stands at rung {summary['rung']} (lower rungs: not promoted, not on it)")
     print(f"Pareto front ({len(summary['front'])} architectures, hypervolume {summary['hypervolume']:.4g}):")
     print(front_table(summary["front"], summary["baseline"]))
     if summary["noise"]:

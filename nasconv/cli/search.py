@@ -34,6 +34,13 @@ def add_parser(sub: Any) -> None:
     q.add_argument("--inline", action="store_true", help="evaluate in this process instead of on Ray")
     q.add_argument("--keep-weights", action="store_true", help="keep each trained candidate's weights for "
                    "`nasconv export --weights` (needs --full-proxy: the proxy must train the architecture itself)")
+    q.add_argument("--rungs", type=int, default=1, help="multi-fidelity: rung r trains on eta^r x --train-images "
+                   "images, the top rung validates on the whole held-out split; promising candidates are promoted "
+                   "asynchronously (ASHA) (default 1: flat search)")
+    q.add_argument("--eta", type=float, default=3.0, help="each rung promotes its top 1/eta and trains eta times "
+                   "longer (default 3)")
+    q.add_argument("--repeats", type=int, default=0, help="evaluate the final front's members again with this many "
+                   "further seeds (latency re-measured), so that the front stands on repeated measurements")
     q.add_argument("--json", action="store_true", help="the result as JSON (no progress output)")
     add_eval_args(q)
 
@@ -50,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
         storage=args.storage, study_name=args.study, workers=args.workers, cpus_per_worker=args.cpus_per_worker,
         address=args.address, gpus_per_trial=args.gpus_per_trial, eval=eval_config(args, space),
         evaluate_baseline=not args.no_baseline, runner="inline" if args.inline else "ray",
-        progress=not args.json, keep_weights=args.keep_weights,
+        progress=not args.json, keep_weights=args.keep_weights, rungs=args.rungs, eta=args.eta,
+        repeats=args.repeats,
     )
     res = run_search(cfg)
     if args.json:
@@ -58,6 +66,11 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(f"study {res.study_name} in {res.storage}: {res.evaluated} evaluated, {res.failed} failed, "
           f"{res.rejected} rejected (over budget), {res.cached} reused from the cache")
+    if res.rungs > 1 or res.per_rung:
+        reached = ", ".join(f"rung {r}: {n}" for r, n in sorted(res.per_rung.items()))
+        print(f"multi-fidelity: {res.promoted} promotion(s) or repeat(s) run by this search; candidates by the highest "
+              f"rung reached: {reached}; the front stands at rung {res.rung} of {res.rungs - 1} (lower rungs: "
+              "not promoted, not on it)")
     print(f"Pareto front ({len(res.front)} architectures, hypervolume {res.hypervolume:.4g}):")
     print(front_table(res.front, res.baseline))
     if res.noise:

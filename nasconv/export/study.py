@@ -30,11 +30,13 @@ BEST_METRICS = {"accuracy": ("score", "max"), "latency": ("latency_ms", "min"), 
 
 
 def select_trials(study: Any, *, trial: int | None = None, pareto: bool = False,
-                  best: str | None = None) -> list[Any]:
-    """The trials ``--trial N`` / ``--pareto`` / ``--best METRIC`` name, checked to have been evaluated."""
+                  best: str | None = None, rungs: Any = ()) -> list[Any]:
+    """The trials ``--trial N`` / ``--pareto`` / ``--best METRIC`` name, checked to have been evaluated.
+    With a multi-fidelity study's ``rungs`` (rung results), ``--pareto`` and ``--best`` choose among
+    the candidates at the highest rung reached."""
     from optuna.trial import TrialState
 
-    from nasconv.results import study_front
+    from nasconv.results import at_rungs, study_front
 
     name = study.study_name
     if sum((trial is not None, pareto, best is not None)) != 1:
@@ -55,13 +57,17 @@ def select_trials(study: Any, *, trial: int | None = None, pareto: bool = False,
             raise ExportError(f"trial {trial} of study {name!r} was never evaluated ({why})")
         return [t]
     if pareto:
-        front = study_front(study)
+        front = study_front(study, rungs)
         if not front:
             raise ExportError(f"study {name!r} has no evaluated trial on its Pareto front yet")
         return front
     if best not in BEST_METRICS:
         raise UsageError(f"--best must be one of {', '.join(BEST_METRICS)}, got {best!r}")
     key, direction = BEST_METRICS[best]
+    if rungs:
+        views = at_rungs([t for t in trials if t.state == TrialState.COMPLETE], rungs)
+        top = max((v.user_attrs["rung"] for v in views), default=0)
+        trials = [v for v in views if v.user_attrs["rung"] == top]
     done = [t for t in trials
             if t.state == TrialState.COMPLETE and t.user_attrs.get("status") in ("evaluated", "cached")
             and all(v <= 0 for v in t.constraints.values()) and isinstance(t.user_attrs.get(key), (int, float))
@@ -87,10 +93,11 @@ def export_study(study_name: str, out: str | Path, *, storage: str | None = None
         # opening it would create an empty database (and its folder) just to find no study there
         raise ExportError(f"no study {study_name!r}: the study database {url.database} does not exist")
     study, tables = open_study(study_name, storage, readonly=True)
+    rungs = tables.rung_results(study_name)
     tables.dispose()
     attrs = study.user_attrs
     items = []
-    for t in select_trials(study, trial=trial, pareto=pareto, best=best):
+    for t in select_trials(study, trial=trial, pareto=pareto, best=best, rungs=rungs):
         arch = ArchSpec.from_dict(t.user_attrs["arch"])
         name = f"{file_stem(study_name)}-trial{t.number}"
         info: dict[str, Any] = {

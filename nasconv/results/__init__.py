@@ -4,12 +4,13 @@ a table or a plot. What ``nasconv pareto`` and the search driver share.
 May import: errors, stats, budget, storage, the Optuna compatibility module; nothing of search or the CLI.
 """
 
-from nasconv.results.front import EVALUATED, feasible_front, first_per_architecture, hypervolume, losses, study_front
+from nasconv.results.front import EVALUATED, feasible_front, first_per_architecture, hypervolume, losses
 from nasconv.results.noise import fill_intervals, noise_line, resolution
 from nasconv.results.plot import plot_front
+from nasconv.results.rungs import at_rungs, rung_counts, rung_front, study_front
 from nasconv.results.summary import baseline_summary, study_summary, trial_summary, val_images_of
 from nasconv.results.table import front_table
 
-__all__ = ["EVALUATED", "baseline_summary", "feasible_front", "fill_intervals", "first_per_architecture",
-           "front_table", "hypervolume", "losses", "noise_line", "plot_front", "resolution", "study_front",
-           "study_summary", "trial_summary", "val_images_of"]
+__all__ = ["EVALUATED", "at_rungs", "baseline_summary", "feasible_front", "fill_intervals", "first_per_architecture",
+           "front_table", "hypervolume", "losses", "noise_line", "plot_front", "resolution", "rung_counts",
+           "rung_front", "study_front", "study_summary", "trial_summary", "val_images_of"]

@@ -27,13 +27,6 @@ def first_per_architecture(trials: list[optuna.trial.FrozenTrial]) -> list[optun
     return out
 
 
-def study_front(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    """Feasible, evaluated, Pareto-optimal trials (Optuna's best_trials honours constraints),
-    one per architecture."""
-    return first_per_architecture(
-        [t for t in study.best_trials if t.user_attrs.get("status") in ("evaluated", "cached")])
-
-
 def feasible_front(complete: Sequence[optuna.trial.FrozenTrial],
                    directions: Sequence[optuna.study.StudyDirection]) -> list[optuna.trial.FrozenTrial]:
     """What :func:`study_front` gives, from trials the caller already read."""

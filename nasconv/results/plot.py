@@ -7,19 +7,22 @@ import io
 import os
 import secrets
 from pathlib import Path
+from typing import Sequence
 
 import optuna
 from optuna.trial import TrialState
 
 from nasconv.errors import StorageError
 from nasconv.paths import os_problem
-from nasconv.results.front import study_front
 from nasconv.results.noise import NOISY
+from nasconv.results.rungs import study_front
 from nasconv.results.summary import baseline_summary, trial_summary, val_images_of
+from nasconv.storage import RungResult
 
 
-def plot_front(study: optuna.Study, path: str) -> None:
-    """Accuracy vs latency (or the study's first two objectives): all trials, the front, the baseline."""
+def plot_front(study: optuna.Study, path: str, rows: Sequence[RungResult] = ()) -> None:
+    """Accuracy vs latency (or the study's first two objectives): all trials, the front (with a
+    multi-fidelity study's ``rows``, at the highest rung reached), the baseline."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -31,7 +34,7 @@ def plot_front(study: optuna.Study, path: str) -> None:
     xk, yk = keys[xo], keys[yo]
     done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
             if t.user_attrs.get("status") in ("evaluated", "cached")]
-    front = study_front(study)
+    front = study_front(study, rows)
     fig, ax = plt.subplots(figsize=(7, 5), dpi=110)
     ax.scatter([t.user_attrs.get(xk) for t in done], [t.user_attrs.get(yk) for t in done], s=18, c="0.6",
                label=f"evaluated ({len(done)})")

@@ -7,8 +7,8 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from nasconv.results.front import study_front
 from nasconv.results.noise import fill_intervals, resolution
+from nasconv.results.rungs import at_rungs, rung_counts, study_front
 from nasconv.storage import NasconvTables
 
 
@@ -25,7 +25,7 @@ def trial_summary(t: optuna.trial.FrozenTrial, val_images: int | None = None) ->
            "params": a.get("params"), "latency_ms": a.get("latency_ms"), "latency_ci_ms": a.get("latency_ci_ms"),
            "accuracy": a.get("accuracy"), "accuracy_se": a.get("accuracy_se"), "accuracy_ci": a.get("accuracy_ci"),
            "val_images": a.get("val_images"), "score": a.get("score"), "values": list(t.values or []),
-           "arch": a.get("arch")}
+           "arch": a.get("arch"), "rung": a.get("rung", 0), "runs": a.get("runs", 1)}
     return fill_intervals(row, val_images)
 
 
@@ -39,8 +39,11 @@ def study_summary(study: optuna.Study, tables: NasconvTables) -> dict[str, Any]:
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     snaps = tables.snapshots(study.study_name)
     n_val = val_images_of(study)
-    front = [trial_summary(t, n_val) for t in study_front(study)]
+    rows = tables.rung_results(study.study_name)
+    views = at_rungs(complete, rows) if rows else []
+    front = [trial_summary(t, n_val) for t in study_front(study, rows)]
     baseline = baseline_summary(study)
+    fidelity = study.user_attrs.get("fidelity") or {"rungs": 1}
     return {
         "study": study.study_name,
         "space": study.user_attrs.get("space"),
@@ -54,4 +57,8 @@ def study_summary(study: optuna.Study, tables: NasconvTables) -> dict[str, Any]:
         "baseline": baseline,
         "front": front,
         "noise": resolution(front, baseline, study.user_attrs.get("objectives") or []),
+        "fidelity": fidelity,
+        # candidates by the highest rung they reached; the front stands at the highest of these
+        "per_rung": rung_counts(views) if views else {},
+        "rung": max((v.user_attrs["rung"] for v in views), default=0),
     }

@@ -25,9 +25,17 @@ def _row(first: Any, ops: str, f: dict[str, Any]) -> list[Any]:
 
 
 def front_table(front: list[dict[str, Any]], baseline: dict[str, Any] | None = None) -> str:
-    """Costs are exact; latency (median) and accuracy carry their 95% intervals in brackets."""
+    """Costs are exact; latency (median) and accuracy carry their 95% intervals in brackets. A
+    multi-fidelity or repeated front also shows each member's rung and number of pooled runs (with
+    more than one, the values are means over seeds with t-intervals)."""
     rows = [_row(f["trial"], f["ops"], f) for f in front]
     if baseline:
         rows.append(_row("baseline", "standard everywhere", baseline))
-    return render_table(["trial", "operator per stage", "MACs", "params", "latency ms [95%]", "accuracy [95%]"],
-                        rows, align="llrrrr")
+    head, align = ["trial", "operator per stage", "MACs", "params", "latency ms [95%]", "accuracy [95%]"], "llrrrr"
+    if any(f.get("rung") or f.get("runs", 1) > 1 for f in front):
+        head, align = head + ["rung", "runs"], align + "rr"
+        for r, f in zip(rows, front):
+            r += [f.get("rung", 0), f.get("runs", 1)]
+        if baseline:
+            rows[-1] += ["-", "1"]
+    return render_table(head, rows, align=align)

@@ -10,6 +10,7 @@ from typing import Any
 
 from nasconv.errors import NasconvError, UnknownNameError, UsageError
 from nasconv.evaluate import EvalConfig
+from nasconv.search.fidelity import Fidelity
 from nasconv.storage import DEFAULT_STORAGE
 
 SAMPLERS = ("nsga2", "tpe", "gp", "random")
@@ -48,6 +49,12 @@ class SearchConfig:
     #: keep the trained weights of every evaluated candidate (needs a proxy that trains the
     #: architecture itself: --full-proxy), for `nasconv export --weights`
     keep_weights: bool = False
+    #: multi-fidelity (:class:`~nasconv.search.fidelity.Fidelity`): rung r trains on
+    #: eta**r x eval.train.train_images; 1 rung is a flat search
+    rungs: int = 1
+    eta: float = 3.0
+    #: front members at the top rung are evaluated again with this many further seeds
+    repeats: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "objectives", tuple(self.objectives))
@@ -81,6 +88,14 @@ class SearchConfig:
             # A GPU task evaluates on its GPU: that is what the GPUs were asked for.
             object.__setattr__(self, "eval", dataclasses.replace(self.eval, device="cuda"))
         self.eval.check()
+        self.fidelity.check()
+        if self.fidelity.tracked and self.eval.proxy != "train":
+            raise UsageError(f"--rungs and --repeats need the training proxy: a zero-cost score ({self.eval.proxy}) "
+                             "has no fidelity to raise and gives the same value for every seed")
+
+    @property
+    def fidelity(self) -> Fidelity:
+        return Fidelity(self.rungs, self.eta, self.repeats)
 
     @property
     def directions(self) -> list[str]:
@@ -116,3 +131,8 @@ class SearchResult:
     interrupted: bool = False
     #: per noisy objective, what the intervals resolve (:func:`nasconv.results.resolution`)
     noise: dict[str, Any] = field(default_factory=dict)
+    #: the rung the front was built at, of how many; promotions made; candidates per highest rung
+    rung: int = 0
+    rungs: int = 1
+    promoted: int = 0
+    per_rung: dict[int, int] = field(default_factory=dict)

@@ -23,6 +23,7 @@ import nasconv._optuna as _optuna
 from nasconv.arch import ArchSpec
 from nasconv.budget import check_feasible, format_count, parse_budget
 from nasconv.cost import estimate_cost
+from nasconv.data import load_dataset
 from nasconv.data.registry import check_spec
 from nasconv.errors import BudgetError, NasconvError, Terminated, UsageError
 from nasconv.evaluate import EvaluationJob, evaluate, evaluate_keeping_weights, keep_weights_problem
@@ -35,6 +36,7 @@ from nasconv.results import (
     hypervolume,
     losses,
     resolution,
+    rung_counts,
     trial_summary,
 )
 from nasconv.search.config import SearchConfig, SearchResult, check_address
@@ -58,6 +60,7 @@ from nasconv.search.objectives import (
 from nasconv.search.params import op_params_by_family, ordinal_params, suggest_arch
 from nasconv.search.progress import ProgressBar, SearchCallback, SearchStatus
 from nasconv.search.samplers import make_sampler, quiet_optuna
+from nasconv.search.scheduler import RungScheduler
 from nasconv.search.study import default_study_name, open_study, sampler_name
 from nasconv.spaces import load_space
 from nasconv.storage import HEARTBEAT_INTERVAL_S, FrontSnapshot, is_database_locked, locked_error, open_storage
@@ -89,6 +92,9 @@ class SearchDriver:
         if evaluator is evaluate and (cfg.address is None or cfg.runner == "inline"):
             resolve_device(cfg.eval.device)  # the workers are on this machine
             check_spec(cfg.eval.data, cfg.eval.data_dir)
+            if cfg.rungs > 1:
+                ds = load_dataset(cfg.eval.data, data_dir=cfg.eval.data_dir)
+                cfg.fidelity.check_dataset(cfg.eval.train.train_images, len(ds.train_y), cfg.eval.data)
         elif runner is None and cfg.address is not None and cfg.runner == "ray":
             check_address(cfg.address)
         self.storage, self.tables = open_storage(cfg.storage)
@@ -109,6 +115,10 @@ class SearchDriver:
         self.heartbeat = Heartbeat(self.storage)
         self.interrupts = DeferredInterrupt()
         self.driver_id = new_driver_id()
+        self.fid = cfg.fidelity
+        self.rungs = RungScheduler(self.tables, self.study_name, self.space.name, self.fid, cfg.eval,
+                                   cfg.objectives, cfg.directions, self.driver_id, storage=self.storage)
+        self.front_rung = 0
         self._seeded = False
         self.jobs: dict[str, list[optuna.trial.Trial]] = {}  # arch hash -> trials waiting for it
         self.job_arch: dict[str, ArchSpec] = {}
@@ -173,7 +183,10 @@ class SearchDriver:
         from one read of the study's complete trials, passed in when the caller has them) and
         its hypervolume."""
         complete = self._complete_trials() if complete is None else complete
-        front = feasible_front(complete, self.study.directions)
+        if self.fid.tracked:
+            front, self.front_rung = self.rungs.front(complete, self.study.directions)
+        else:
+            front = feasible_front(complete, self.study.directions)
         if not front:
             return [], 0.0
         if self.hv_ref is None:
@@ -193,7 +206,8 @@ class SearchDriver:
         self.last_front, self.last_hv = front, hv
         n = self.last_evaluated = self._evaluated_in(complete)
         fault_point("during_snapshot", trial_number)
-        self.tables.add_snapshot(self.study_name, FrontSnapshot(trial_number, n, [t.number for t in front], hv))
+        self.tables.add_snapshot(self.study_name, FrontSnapshot(trial_number, n, [t.number for t in front], hv,
+                                                                self.front_rung if self.fid.tracked else None))
 
     def _catch_up_snapshot(self, evaluated: int) -> None:
         """A driver that died between a tell and its snapshot left the last snapshot behind."""
@@ -208,7 +222,8 @@ class SearchDriver:
 
     def _report(self, event: str, evaluated: int, running: int) -> None:
         status = SearchStatus(evaluated=evaluated, total=self.cfg.trials, running=running,
-                              front=len(self.last_front), hypervolume=self.last_hv, **self.counts)
+                              front=len(self.last_front), hypervolume=self.last_hv, promoted=self.rungs.promoted,
+                              rung=self.front_rung if self.fid.tracked else None, **self.counts)
         for cb in self.callbacks:
             cb(event, status)
 
@@ -246,8 +261,12 @@ class SearchDriver:
                         self.recover()
                 # Ask while there is room: never more in flight than workers, nor more trials
                 # waiting than are left to evaluate.
-                while runner.in_flight < runner.capacity and evaluated + self._pending() < self.cfg.trials:
+                while runner.in_flight < runner.capacity:
                     with critical():
+                        if self._promote_one(runner, evaluated):
+                            continue
+                        if evaluated + self._pending() >= self.cfg.trials:
+                            break
                         outcome = self._ask_one(runner)
                     if outcome == "rejected":
                         rejected_in_a_row += 1
@@ -262,7 +281,9 @@ class SearchDriver:
                         evaluated = self._take_evaluated()
                         self._report("cached", evaluated, runner.in_flight)
                 if runner.in_flight == 0 and evaluated >= self.cfg.trials:
-                    break
+                    with critical():
+                        if not self._promote_one(runner, evaluated):
+                            break
                 done = runner.wait(timeout=0.5)  # an inline evaluation runs here: interruptible
                 with critical():
                     for key, metrics, error in done:
@@ -270,7 +291,8 @@ class SearchDriver:
                 if done:
                     evaluated = self._take_evaluated()
                 for key, metrics, error in done:
-                    self._report("error" if error else "done", evaluated, runner.in_flight)
+                    self._report("error" if error else "promoted" if str(key).find("@r") > 0 else "done",
+                                 evaluated, runner.in_flight)
                     if self.counts["failed"] > max_fail:
                         raise NasconvError(f"{self.counts['failed']} evaluations failed (more than {max_fail}); "
                                            f"last: {error}")
@@ -310,6 +332,8 @@ class SearchDriver:
         if runner is not None:
             with contextlib.suppress(Exception):
                 runner.cancel_all()
+        with contextlib.suppress(Exception):
+            self.rungs.abandon()
         for key in list(self.jobs):
             try:
                 self._fail_job(key, reason, requeue=True)
@@ -323,9 +347,12 @@ class SearchDriver:
         if "baseline" in self.study.user_attrs:
             return self.study.user_attrs["baseline"]
         arch = self.space.baseline()
-        metrics = self.tables.get_cached(self.settings_key, arch.arch_hash)
+        # compared with the front, so evaluated where the front stands: at the top rung
+        base_cfg = self.fid.baseline_config(self.cfg.eval)
+        key = base_cfg.settings_key()
+        metrics = self.tables.get_cached(key, arch.arch_hash)
         if metrics is None:
-            runner.submit("__baseline__", self.job, arch.to_dict(), self.cfg.eval.to_dict())
+            runner.submit("__baseline__", self.job, arch.to_dict(), base_cfg.to_dict())
             done: list = []
             while not done:
                 done = runner.wait(timeout=1.0)
@@ -333,7 +360,7 @@ class SearchDriver:
             if error:
                 raise NasconvError(f"the baseline evaluation failed: {error}")
             metrics.pop("weights", None)
-            self.tables.put_cached(self.settings_key, arch.arch_hash, self.space.name, metrics)
+            self.tables.put_cached(key, arch.arch_hash, self.space.name, metrics)
         keep = {k: metrics.get(k) for k in ("accuracy", "accuracy_se", "accuracy_ci", "val_images", "score",
                                             "latency_ms", "latency_ci_ms", "params", "macs", "arch_hash")}
         self.study.set_user_attr("baseline", keep)
@@ -426,7 +453,27 @@ class SearchDriver:
         self.snapshot(trial.number)
         return True
 
+    def _promote_one(self, runner: Any, evaluated: int) -> bool:
+        """Start the next promotion (or, once every candidate is in, repeat); False when none is due."""
+        if not self.fid.tracked:
+            return False
+        complete = self._complete_trials()
+        job = self.rungs.next_job(complete, self.study.directions,
+                                  repeats_now=evaluated >= self.cfg.trials and not self._pending()
+                                  and not self.rungs.running)
+        if job is None:
+            return False
+        arch = ArchSpec.from_dict(next(t for t in complete if t.number == job.trial_number).user_attrs["arch"])
+        if self.rungs.start(job, arch, runner, self.job):  # served from the evaluation cache
+            self.snapshot(job.trial_number)
+            self._report("promoted", self._take_evaluated(), runner.in_flight)
+        return True
+
     def _finish(self, key: str, metrics: dict[str, Any] | None, error: str | None) -> None:
+        if self.rungs.owns(key):
+            self.rungs.finish(key, metrics, error)
+            self.snapshot(-1)
+            return
         if error is not None:
             self._fail_job(key, error, requeue=False)
             return
@@ -470,12 +517,14 @@ class SearchDriver:
     def result(self, baseline: dict[str, Any] | None, interrupted: bool) -> SearchResult:
         n_val = self.cfg.eval.train.val_images
         front = [trial_summary(t, n_val) for t in sorted(self.last_front, key=lambda t: t.number)]
+        per_rung = rung_counts(self.rungs.views(self._complete_trials())) if self.fid.tracked else {}
         baseline = fill_intervals(dict(baseline), n_val) if baseline else None
         return SearchResult(
             study_name=self.study_name, storage=self.cfg.storage, evaluated=self.evaluated_count(),
             failed=self.counts["failed"], rejected=self.counts["rejected"], cached=self.counts["cached"],
             front=front, hypervolume=self.last_hv, baseline=baseline, interrupted=interrupted,
-            noise=resolution(front, baseline, self.cfg.objectives))
+            noise=resolution(front, baseline, self.cfg.objectives), rung=self.front_rung, rungs=self.fid.rungs,
+            promoted=self.rungs.promoted, per_rung=per_rung)
 
 
 def run_search(cfg: SearchConfig, *, evaluator: Callable[..., dict[str, Any]] = evaluate,

@@ -24,14 +24,20 @@ class SearchStatus:
     running: int
     front: int
     hypervolume: float
+    #: promotions (and repeats) finished by this driver, and the rung the front stands at
+    promoted: int = 0
+    rung: int | None = None
 
     def counts_text(self) -> str:
+        promoted = f"{self.promoted} promoted, " if self.rung is not None else ""
+        at = f" at rung {self.rung}" if self.rung is not None else ""
         return (f"{self.failed} failed, {self.rejected} rejected (over budget), {self.cached} cached, "
-                f"{self.running} running | front {self.front}, HV {self.hypervolume:.4g}")
+                f"{promoted}{self.running} running | front {self.front}{at}, HV {self.hypervolume:.4g}")
 
 
 class SearchCallback(Protocol):
-    """Observes a search: ``event`` is "start", "done", "error" or "cached"."""
+    """Observes a search: ``event`` is "start", "done", "error", "cached" or "promoted" (a promotion
+    or repeat finished)."""
 
     def __call__(self, event: str, status: SearchStatus) -> None: ...
 

@@ -117,12 +117,16 @@ def open_study(storage: optuna.storages.BaseStorage, name: str, cfg: SearchConfi
         # New, or its creator died before stamping it: "space" is written last, so a study
         # without it was never used.
         extra = {"eval_config": cfg.eval.to_dict(), "sampler": sampler_name(cfg, {}), "seed": cfg.seed,
-                 "nasconv_version": __version__, "budget_limits": budget.to_dict()}
+                 "nasconv_version": __version__, "budget_limits": budget.to_dict(),
+                 "fidelity": cfg.fidelity.identity()}
         stamp = {**extra, **identity}
         stamp["space"] = stamp.pop("space")  # last
         for key, value in stamp.items():
             study.set_user_attr(key, value)
     else:
+        stored = attrs.get("fidelity") or {"rungs": 1, "eta": None}  # studies before rungs were flat
+        if stored != cfg.fidelity.identity():
+            raise StorageError(_fidelity_refusal(name, stored, cfg))
         legacy = "space_hash" not in attrs
         for key, value in identity.items():
             if key == "space_hash" and legacy:
@@ -134,6 +138,14 @@ def open_study(storage: optuna.storages.BaseStorage, name: str, cfg: SearchConfi
             study.set_user_attr("space_hash", space.content_hash)
     study.sampler = make_sampler(sampler_name(cfg, study.user_attrs), cfg.seed, len(cfg.objectives))
     return study
+
+
+def _fidelity_refusal(name: str, stored: dict[str, Any], cfg: SearchConfig) -> str:
+    def text(f: dict[str, Any]) -> str:
+        return f"{f.get('rungs')} rung(s)" + (f", eta {f['eta']:g}" if f.get("rungs", 1) > 1 else "")
+
+    return (f"study {name!r} was run with {text(stored)}, this search asks for {text(cfg.fidelity.identity())}; "
+            "results of other rung settings do not compare: use the study's --rungs/--eta, or another --study name")
 
 
 def _is_nasconv(attrs: dict[str, Any]) -> bool:

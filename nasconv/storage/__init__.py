@@ -29,7 +29,7 @@ from nasconv.storage.database import (
     parse_url,
     safe_url,
 )
-from nasconv.storage.tables import FrontSnapshot, NasconvTables
+from nasconv.storage.tables import FrontSnapshot, NasconvTables, RungResult
 from nasconv.storage.weights import (
     WEIGHTS_DIR_ENV,
     adopt_weights,
@@ -40,5 +40,6 @@ from nasconv.storage.weights import (
 )
 
 __all__ = ["DEFAULT_STORAGE", "GRACE_PERIOD_S", "HEARTBEAT_INTERVAL_S", "SQLITE_TIMEOUT_S", "FrontSnapshot",
-           "NasconvTables", "WEIGHTS_DIR_ENV", "adopt_weights", "is_database_locked", "load_weights", "locked_error",
-           "open_storage", "open_study", "parse_url", "safe_url", "save_weights", "weights_dir", "weights_path"]
+           "NasconvTables", "RungResult", "WEIGHTS_DIR_ENV", "adopt_weights", "is_database_locked", "load_weights",
+           "locked_error", "open_storage", "open_study", "parse_url", "safe_url", "save_weights", "weights_dir",
+           "weights_path"]

@@ -1,12 +1,13 @@
 """nasconv's own tables beside Optuna's in the study database: evaluation cache, front snapshots,
-study attributes that the first driver decides."""
+study attributes that the first driver decides, and the results of promoted (multi-fidelity) and
+repeated evaluations."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import sqlalchemy as sa
 from sqlalchemy import orm
@@ -53,6 +54,28 @@ class FrontSnapshotRow(Base):
     front_trials_json: orm.Mapped[str] = orm.mapped_column(sa.Text)
     hypervolume: orm.Mapped[float] = orm.mapped_column(sa.Float)
     created_at: orm.Mapped[dt.datetime] = orm.mapped_column(sa.DateTime)
+    #: the rung the front was built at (multi-fidelity); None in databases written before rungs
+    rung: orm.Mapped[int | None] = orm.mapped_column(sa.Integer, nullable=True)
+
+
+class RungResultRow(Base):
+    """One evaluation of a trial's architecture beyond the one told to Optuna: at a higher rung
+    (a promotion) or with another seed (``repeat`` >= 1). Rung 0, repeat 0 is the trial itself.
+
+    A row without values is a claim: the driver ``claimed_by`` is evaluating it. The primary key
+    makes a result unique, so a promotion evaluated twice (a driver that died after the result
+    was cached, two drivers racing) is stored once."""
+
+    __tablename__ = "nasconv_rung_results"
+    study_name: orm.Mapped[str] = orm.mapped_column(sa.String(512), primary_key=True)
+    trial_number: orm.Mapped[int] = orm.mapped_column(sa.Integer, primary_key=True)
+    rung: orm.Mapped[int] = orm.mapped_column(sa.Integer, primary_key=True)
+    repeat: orm.Mapped[int] = orm.mapped_column(sa.Integer, primary_key=True)
+    arch_hash: orm.Mapped[str] = orm.mapped_column(sa.String(32))
+    claimed_by: orm.Mapped[str | None] = orm.mapped_column(sa.String(256), nullable=True)
+    values_json: orm.Mapped[str | None] = orm.mapped_column(sa.Text, nullable=True)
+    metrics_json: orm.Mapped[str | None] = orm.mapped_column(sa.Text, nullable=True)
+    created_at: orm.Mapped[dt.datetime] = orm.mapped_column(sa.DateTime)
 
 
 class StudyAttrRow(Base):
@@ -71,6 +94,20 @@ class FrontSnapshot:
     n_complete: int
     front_trials: list[int]
     hypervolume: float
+    #: the rung the front was built at (None: a flat study, or one written before rungs)
+    rung: int | None = None
+
+
+@dataclass(frozen=True)
+class RungResult:
+    """A finished promoted or repeated evaluation (:class:`RungResultRow` with values)."""
+
+    trial_number: int
+    rung: int
+    repeat: int
+    arch_hash: str
+    values: list[float]
+    metrics: dict[str, Any]
 
 
 def _now() -> dt.datetime:
@@ -94,12 +131,17 @@ class NasconvTables:
         if parsed.get_backend_name() == "sqlite" and not readonly:
             _sqlite_connection_settings(self.engine)
         self._missing: set[str] = set()
+        self._snapshot_rung = True  # whether the snapshots table has its rung column
         try:
             if readonly:
                 present = set(sa.inspect(self.engine).get_table_names())
                 self._missing = {t for t in Base.metadata.tables if t not in present}
+                if FrontSnapshotRow.__tablename__ in present:
+                    self._snapshot_rung = "rung" in {c["name"] for c in sa.inspect(self.engine).get_columns(
+                        FrontSnapshotRow.__tablename__)}
             else:
                 _while_racing(lambda: Base.metadata.create_all(self.engine))
+                _while_racing(self._add_missing_columns)
         except StorageError:
             self.engine.dispose()
             raise
@@ -109,6 +151,20 @@ class NasconvTables:
                 raise locked_error(url) from None
             problem = database_problem(exc, db) if db is not None else None
             raise (problem or StorageError(f"cannot open storage {safe_url(url)}: {_one_line(exc)}")) from None
+
+    def _add_missing_columns(self) -> None:
+        """Columns added since a table was first created (``create_all`` adds tables, not columns):
+        a database written by an earlier version gains them, all nullable."""
+        insp = sa.inspect(self.engine)
+        have = {c["name"] for c in insp.get_columns(FrontSnapshotRow.__tablename__)}
+        if "rung" not in have:
+            with self.engine.begin() as conn:
+                try:
+                    conn.execute(sa.text(f"ALTER TABLE {FrontSnapshotRow.__tablename__} ADD COLUMN rung INTEGER"))
+                except sa.exc.SQLAlchemyError:  # another driver added it a moment ago
+                    if "rung" not in {c["name"] for c in sa.inspect(self.engine).get_columns(
+                            FrontSnapshotRow.__tablename__)}:
+                        raise
 
     def get_cached(self, settings_key: str, arch_hash: str) -> dict[str, Any] | None:
         if EvalCacheRow.__tablename__ in self._missing:
@@ -142,26 +198,29 @@ class NasconvTables:
         with orm.Session(self.engine) as s:
             s.add(FrontSnapshotRow(study_name=study_name, trial_number=snap.trial_number, n_complete=snap.n_complete,
                                    front_trials_json=json.dumps(snap.front_trials), hypervolume=snap.hypervolume,
-                                   created_at=_now()))
+                                   rung=snap.rung, created_at=_now()))
             s.commit()
 
     def snapshots(self, study_name: str) -> list[FrontSnapshot]:
         if FrontSnapshotRow.__tablename__ in self._missing:
             return []
         with orm.Session(self.engine) as s:
-            rows = s.scalars(sa.select(FrontSnapshotRow).where(FrontSnapshotRow.study_name == study_name)
+            rows = s.execute(sa.select(*self._snapshot_columns()).where(FrontSnapshotRow.study_name == study_name)
                              .order_by(FrontSnapshotRow.id)).all()
-            return [FrontSnapshot(r.trial_number, r.n_complete, json.loads(r.front_trials_json), r.hypervolume)
-                    for r in rows]
+            return [_snapshot(r) for r in rows]
 
     def last_snapshot(self, study_name: str) -> FrontSnapshot | None:
         if FrontSnapshotRow.__tablename__ in self._missing:
             return None
         with orm.Session(self.engine) as s:
-            r = s.scalars(sa.select(FrontSnapshotRow).where(FrontSnapshotRow.study_name == study_name)
+            r = s.execute(sa.select(*self._snapshot_columns()).where(FrontSnapshotRow.study_name == study_name)
                           .order_by(FrontSnapshotRow.id.desc()).limit(1)).first()
-            return FrontSnapshot(r.trial_number, r.n_complete, json.loads(r.front_trials_json), r.hypervolume) \
-                if r else None
+            return _snapshot(r) if r else None
+
+    def _snapshot_columns(self) -> list[Any]:
+        c = FrontSnapshotRow
+        return [c.trial_number, c.n_complete, c.front_trials_json, c.hypervolume] + ([c.rung] if self._snapshot_rung
+                                                                                    else [])
 
     def forget_study(self, study_name: str) -> None:
         """Drop a study's snapshots and attributes (after ``optuna.delete_study``: a new study
@@ -169,6 +228,7 @@ class NasconvTables:
         with orm.Session(self.engine) as s:
             s.execute(sa.delete(FrontSnapshotRow).where(FrontSnapshotRow.study_name == study_name))
             s.execute(sa.delete(StudyAttrRow).where(StudyAttrRow.study_name == study_name))
+            s.execute(sa.delete(RungResultRow).where(RungResultRow.study_name == study_name))
             s.commit()
 
     def cache_size(self) -> int:
@@ -177,5 +237,82 @@ class NasconvTables:
         with orm.Session(self.engine) as s:
             return int(s.scalar(sa.select(sa.func.count()).select_from(EvalCacheRow)) or 0)
 
+    # --- promoted and repeated evaluations ----------------------------------------------------
+    def claim_rung(self, study_name: str, trial_number: int, rung: int, repeat: int, arch_hash: str,
+                   driver: str, *, dead: Callable[[str], bool]) -> bool:
+        """Claim one promotion (or repeat) for ``driver``; False when it is done already or held by
+        a driver that is not ``dead`` (a dead driver's claim is taken over)."""
+        key = (study_name, trial_number, rung, repeat)
+        with orm.Session(self.engine) as s:
+            s.add(RungResultRow(study_name=study_name, trial_number=trial_number, rung=rung, repeat=repeat,
+                                arch_hash=arch_hash, claimed_by=driver, created_at=_now()))
+            try:
+                s.commit()
+                return True
+            except sa.exc.IntegrityError:
+                s.rollback()
+            row = s.get(RungResultRow, key, with_for_update=True)
+            if row is None or row.values_json is not None or not (row.claimed_by is None or dead(row.claimed_by)):
+                return False
+            row.claimed_by = driver
+            s.commit()
+            return True
+
+    def record_rung(self, study_name: str, trial_number: int, rung: int, repeat: int, arch_hash: str,
+                    values: list[float], metrics: dict[str, Any]) -> bool:
+        """Store a finished promotion or repeat; False (nothing changed) when it was stored already."""
+        key = (study_name, trial_number, rung, repeat)
+        with orm.Session(self.engine) as s:
+            row = s.get(RungResultRow, key, with_for_update=True)
+            if row is not None and row.values_json is not None:
+                return False
+            if row is None:
+                row = RungResultRow(study_name=study_name, trial_number=trial_number, rung=rung, repeat=repeat,
+                                    arch_hash=arch_hash, created_at=_now())
+                s.add(row)
+            row.values_json = json.dumps(values)
+            row.metrics_json = json.dumps(metrics, sort_keys=True)
+            row.claimed_by = None
+            try:
+                s.commit()
+            except sa.exc.IntegrityError:  # inserted by another driver in between: theirs holds
+                s.rollback()
+                return False
+            return True
+
+    def release_claims(self, study_name: str, driver: str) -> None:
+        """Drop ``driver``'s claims that have no result (a driver that stops)."""
+        with orm.Session(self.engine) as s:
+            s.execute(sa.delete(RungResultRow).where(RungResultRow.study_name == study_name,
+                                                     RungResultRow.claimed_by == driver,
+                                                     RungResultRow.values_json.is_(None)))
+            s.commit()
+
+    def rung_results(self, study_name: str) -> list[RungResult]:
+        """The study's finished promotions and repeats, in (trial, rung, repeat) order."""
+        if RungResultRow.__tablename__ in self._missing:
+            return []
+        with orm.Session(self.engine) as s:
+            rows = s.scalars(sa.select(RungResultRow).where(RungResultRow.study_name == study_name,
+                                                            RungResultRow.values_json.is_not(None))
+                             .order_by(RungResultRow.trial_number, RungResultRow.rung, RungResultRow.repeat)).all()
+            return [RungResult(r.trial_number, r.rung, r.repeat, r.arch_hash, json.loads(r.values_json or "[]"),
+                               json.loads(r.metrics_json or "{}")) for r in rows]
+
+    def rung_claims(self, study_name: str) -> list[tuple[int, int, int, str | None]]:
+        """(trial, rung, repeat, driver) of each promotion or repeat under way."""
+        if RungResultRow.__tablename__ in self._missing:
+            return []
+        with orm.Session(self.engine) as s:
+            rows = s.execute(sa.select(RungResultRow.trial_number, RungResultRow.rung, RungResultRow.repeat,
+                                       RungResultRow.claimed_by)
+                             .where(RungResultRow.study_name == study_name, RungResultRow.values_json.is_(None)))
+            return [tuple(r) for r in rows]
+
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def _snapshot(r: Any) -> FrontSnapshot:
+    return FrontSnapshot(r.trial_number, r.n_complete, json.loads(r.front_trials_json), r.hypervolume,
+                         r.rung if len(r) > 4 else None)
