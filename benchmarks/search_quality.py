@@ -58,7 +58,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np
 import optuna
 import torch
-from _common import cpu_model, git_revision
+from _common import cpu_model, git_revision, mann_whitney_p
 from _common import load_avg as _load_avg
 
 from nasconv.evaluate import EvalConfig
@@ -283,22 +283,6 @@ def _front_indices(losses: np.ndarray) -> list[int]:
 
 
 ALPHA = 0.05
-
-
-def mann_whitney_p(a: list[float], b: list[float]) -> float:
-    """One-sided exact p-value that ``a`` is stochastically larger than ``b``: the share of all
-    ways to split the pooled values into groups of len(a) and len(b) whose U statistic (pairs
-    a > b, ties half) is at least the observed one (252 splits for 5 + 5 seeds)."""
-    from itertools import combinations
-
-    def u(x: list[float], y: list[float]) -> float:
-        return sum(1.0 if p > q else 0.5 if p == q else 0.0 for p in x for q in y)
-
-    pooled, k = list(a) + list(b), len(a)
-    observed = u(a, b)
-    splits = [u([pooled[i] for i in idx], [pooled[j] for j in range(len(pooled)) if j not in idx])
-              for idx in combinations(range(len(pooled)), k)]
-    return sum(1 for v in splits if v >= observed - 1e-12) / len(splits)
 
 
 def _spearman(a: np.ndarray, b: np.ndarray) -> float:

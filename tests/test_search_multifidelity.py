@@ -149,11 +149,14 @@ def _rows(db):
                                   "FROM nasconv_rung_results").fetchall())
 
 
+#: conftest's SearchCLI (resnet20 on synthetic images at 16 px) with a brief training and 2 rungs
+MF_EXTRA = ("--proxy", "train", "--rungs", "2", "--eta", "2", "--train-images", "40", "--batch-size", "20")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("point", ["before_rung_record:1", "after_rung_record:1"])
 def test_sigkill_between_a_rung_result_and_its_record_loses_and_duplicates_nothing(search_cli, tmp_path, point):
-    storage, trials = f"sqlite:///{tmp_path}/s.db", 6
-    extra = ("--proxy", "train", "--rungs", "2", "--eta", "2", "--train-images", "40", "--batch-size", "20")
+    storage, trials, extra = f"sqlite:///{tmp_path}/s.db", 6, MF_EXTRA
     first = search_cli.run(storage, trials, extra=extra, env=search_cli.env(NASCONV_TEST_CRASH_AT=point))
     assert first.returncode == -signal.SIGKILL, first.stderr
     before = _rows(tmp_path / "s.db")
@@ -173,3 +176,29 @@ def test_sigkill_between_a_rung_result_and_its_record_loses_and_duplicates_nothi
     for n, rung, repeat, _ in after:
         expected[study.trials[n].user_attrs["arch_hash"]] += 1
     assert evals == expected
+
+
+@pytest.mark.slow
+def test_two_drivers_on_postgres_share_the_promotions(postgres_url, search_cli):
+    trials = 8
+    env = search_cli.env(NASCONV_TEST_DELAY="during_eval:1")  # the second driver joins a running search
+    first = search_cli.start(postgres_url, trials, extra=MF_EXTRA, env=env)
+    search_cli.wait_traced("after_ask", 1, first)
+    second = search_cli.start(postgres_url, trials, extra=MF_EXTRA, env=env)
+    for p in (first, second):
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+    tables = NasconvTables(postgres_url)
+    try:
+        rows, claims = tables.rung_results("s"), tables.rung_claims("s")
+    finally:
+        tables.dispose()
+    assert rows and not claims, "every claimed promotion was recorded"
+    # each promotion evaluated by one driver only (claims), and recorded once
+    promoted = [d for p, d, pid in search_cli.traced("before_rung_record")]
+    assert len(promoted) == len(set(promoted)) == len(rows)
+    assert len({pid for p, d, pid in search_cli.traced("during_eval")}) == 2, "both drivers evaluated"
+    study = search_cli.study(postgres_url)
+    assert not study.get_trials(states=(TrialState.RUNNING,))
+    summary = study_summary(study, NasconvTables(postgres_url, readonly=True))
+    assert summary["rung"] == 1 and summary["front"] and all(f["rung"] == 1 for f in summary["front"])
