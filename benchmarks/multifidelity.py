@@ -5,8 +5,8 @@ runs, so no run gets another's work for free), grown a few trials at a time unti
 of its evaluations reach ``--budget-s``:
 
 - ``mf``: TPE with ``--rungs R --eta E``; rung 0 trains on ``top / E**(R-1)`` images, the top rung
-  on ``top`` and validates on the whole held-out split;
-- ``flat``: TPE, every candidate at the top fidelity (``top`` images, whole held-out split);
+  on ``top`` and validates on the whole held-out split (lower rungs on 2,000 images);
+- ``flat``: TPE, every candidate at the top fidelity (``top`` images, 2,000 validation images);
 - ``random``: random sampling at the top fidelity.
 
 Objectives: accuracy and MACs (exact), so that the comparison is about finding accurate networks,
@@ -52,20 +52,22 @@ from nasconv.storage import NasconvTables, open_study
 RESULTS = Path(__file__).resolve().parent / "results"
 METHODS = ("mf", "flat", "random")
 RESEED = 1000  # the re-evaluation's training seed: not one any search trained with
+VAL_IMAGES = 2000
 
 
-def eval_config(args: argparse.Namespace, train_images: int, val_images: int | None, *, seed: int = 0) -> EvalConfig:
-    """The space's own proxy settings (resnet20 trains whole; resnet50 a reduced copy), 1 thread."""
+def eval_config(args: argparse.Namespace, train_images: int, *, seed: int = 0) -> EvalConfig:
+    """The space's own proxy settings (resnet20 trains whole; resnet50 a reduced copy), 2,000
+    validation images, 1 thread."""
     ev = eval_config_for(load_space(args.space), data=args.data, latency=False, train_images=train_images,
-                         val_images=val_images, seed=seed)
+                         val_images=VAL_IMAGES, seed=seed)
     return dataclasses.replace(ev, threads=1)
 
 
 def run_config(args: argparse.Namespace, method: str, seed: int, trials: int) -> SearchConfig:
     mf = method == "mf"
-    # the top fidelity validates on the whole held-out split; multi-fidelity's rung 0 on 2,000
-    # images like the default proxy (its top rung on all)
-    ev = eval_config(args, base_images(args), 2000) if mf else eval_config(args, args.top_images, None)
+    # multi-fidelity's top rung validates on the whole held-out split (nasconv's rule); flat search
+    # and the re-evaluation on 2,000 images like the default proxy
+    ev = eval_config(args, base_images(args) if mf else args.top_images)
     return SearchConfig(space=args.space, budget=args.budget, trials=trials, sampler="random" if method == "random"
                         else "tpe", objectives=("accuracy", "macs"), seed=seed, storage=storage_of(args, method, seed),
                         study_name="run", eval=ev, runner="inline", evaluate_baseline=False, progress=False,
@@ -124,7 +126,7 @@ def rescore(args: argparse.Namespace, method: str, seed: int) -> dict[str, Any]:
     rows = tables.rung_results("run")
     front = study_front(study, rows)
     tables.dispose()
-    fresh = eval_config(args, args.top_images, None, seed=RESEED)
+    fresh = eval_config(args, args.top_images, seed=RESEED)
     key = fresh.settings_key()
     cache = NasconvTables(storage)
     members = []
@@ -154,6 +156,7 @@ def analyse(args: argparse.Namespace, runs: list[dict[str, Any]]) -> dict[str, A
         r.update(rescore(args, r["method"], r["seed"]))
         by[r["method"]].append(r)
     out: dict[str, Any] = {"methods": {}}
+    by = {m: rs for m, rs in by.items() if rs}
     for m, rs in by.items():
         hv = [r["hv"] for r in rs]
         per_hour = [r["screened"] / (r["seconds"] / 3600) for r in rs if r["seconds"]]
@@ -188,10 +191,11 @@ def markdown(args: argparse.Namespace, an: dict[str, Any], meta: dict[str, Any])
              f"load average at the end {meta['load']}; revision {meta['revision']}; {meta['date']}.",
              f"- Budget {args.budget}; objectives accuracy and MACs; {args.budget_s:.0f} s of evaluation per run "
              f"(CPU-seconds at 1 thread, measured per evaluation); {args.seeds} seeds per method.",
-             f"- Top fidelity: {args.top_images:,} training images, the whole held-out split; multi-fidelity: "
-             f"{args.rungs} rungs, eta {args.eta:g}, rung 0 trains on "
-             f"{base_images(args):,} images (2,000 validation images).",
-             "- Score: the final front re-evaluated at the top fidelity with another seed; hypervolume against "
+             f"- Top fidelity: {args.top_images:,} training images (flat and random: 2,000 validation images); "
+             f"multi-fidelity: {args.rungs} rungs, eta {args.eta:g}, rung 0 trains on {base_images(args):,} images "
+             "(2,000 validation images), the top rung validates on the whole held-out split.",
+             "- Score: the final front re-evaluated at the top fidelity (2,000 validation images) with another "
+             "training seed; hypervolume against "
              "(accuracy 0, the budget's MACs), divided by the MACs budget. Median [range of the seeds: with 5 "
              "seeds the distribution-free 95% interval of a median is the range].", "",
              "| method | HV median [interval] | per seed | candidates screened per hour (median) | compute share "
@@ -235,8 +239,9 @@ def main(argv: list[str] | None = None) -> int:
     args.workdir = f"{args.workdir}/{tag}"
     Path(args.workdir).mkdir(parents=True, exist_ok=True)
     jobs = [(args, m, s) for s in range(args.seeds) for m in args.methods]
-    if args.report_only:
+    if args.report_only:  # what has finished: runs that used their budget
         runs = [{"method": m, "seed": s, **compute_used(storage_of(args, m, s))} for _, m, s in jobs]
+        runs = [r for r in runs if r["seconds"] >= args.budget_s]
     else:
         with mp.get_context("spawn").Pool(args.jobs, maxtasksperchild=1) as pool:
             runs = pool.map(run_one, jobs, chunksize=1)
