@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections
 import json
 import math
+import os
 import signal
 import sqlite3
 
@@ -17,7 +18,7 @@ import pytest
 from optuna.trial import TrialState
 
 from nasconv.cli import main
-from nasconv.evaluate import EvalConfig
+from nasconv.evaluate import EvalConfig, evaluate
 from nasconv.export.study import select_trials
 from nasconv.results import at_rungs, study_summary
 from nasconv.search import SearchConfig, run_search
@@ -202,3 +203,41 @@ def test_two_drivers_on_postgres_share_the_promotions(postgres_url, search_cli):
     assert not study.get_trials(states=(TrialState.RUNNING,))
     summary = study_summary(study, NasconvTables(postgres_url, readonly=True))
     assert summary["rung"] == 1 and summary["front"] and all(f["rung"] == 1 for f in summary["front"])
+
+
+@pytest.mark.slow
+def test_ray_worker_killed_mid_promotion_is_retried_or_recorded_as_failed(tmp_path):
+    marks = tmp_path / "marks"
+    marks.mkdir()
+
+    def evaluator(arch, config):
+        # The first promoted architecture's worker dies once (Ray runs the task again); the
+        # second's on every attempt (retries run out: the promotion is stored as failed, once).
+        if config.train.train_images > TINY.train.train_images:
+            order = marks / "order"
+            seen = order.read_text().split() if order.exists() else []
+            if arch.arch_hash not in seen:
+                seen.append(arch.arch_hash)
+                order.write_text("\n".join(seen))
+            with open(marks / arch.arch_hash, "a") as f:
+                f.write(f"{os.getpid()}\n")
+            attempt = len((marks / arch.arch_hash).read_text().split())
+            if seen.index(arch.arch_hash) == 1 or (seen.index(arch.arch_hash) == 0 and attempt == 1):
+                os.kill(os.getpid(), signal.SIGKILL)
+        return evaluate(arch, config)
+
+    storage = f"sqlite:///{tmp_path}/ray.db"
+    res = run_search(_cfg(storage, trials=6, rungs=2, runner="ray", workers=1, cpus_per_worker=1),
+                     evaluator=evaluator)
+    assert res.evaluated == 6
+    first, second = (marks / "order").read_text().split()[:2]
+    assert len((marks / first).read_text().split()) == 2 and len((marks / second).read_text().split()) == 3
+    tables = NasconvTables(storage)
+    try:
+        rows, claims = tables.rung_results("mf"), tables.rung_claims("mf")
+    finally:
+        tables.dispose()
+    by = {r.arch_hash: r for r in rows}
+    assert by[first].values and not by[second].values and "died" in json.dumps(by[second].metrics).lower()
+    assert not claims and len(rows) == len({(r.trial_number, r.rung) for r in rows})
+    assert second not in {f["arch_hash"] for f in res.front}
