@@ -227,9 +227,9 @@ def test_ray_worker_killed_mid_promotion_is_retried_or_recorded_as_failed(tmp_pa
         return evaluate(arch, config)
 
     storage = f"sqlite:///{tmp_path}/ray.db"
-    res = run_search(_cfg(storage, trials=6, rungs=2, runner="ray", workers=1, cpus_per_worker=1),
+    res = run_search(_cfg(storage, trials=4, rungs=2, runner="ray", workers=1, cpus_per_worker=1),
                      evaluator=evaluator)
-    assert res.evaluated == 6
+    assert res.evaluated == 4
     first, second = (marks / "order").read_text().split()[:2]
     assert len((marks / first).read_text().split()) == 2 and len((marks / second).read_text().split()) == 3
     tables = NasconvTables(storage)

@@ -100,10 +100,46 @@ def _join_negative_values(argv: list[str]) -> list[str]:
     return out
 
 
+#: commands that run for long and load torch
+_HEAVY = {"search", "evaluate"}
+
+
+def _holding_signals(fn: Any) -> Any:
+    """``fn()`` with SIGINT, SIGTERM and SIGHUP held back, then honoured: an interrupt that lands
+    inside numpy's or torch's C initialisation (parsing the arguments imports them) left a
+    half-imported module behind, and the next import failed with an internal error."""
+    if threading.current_thread() is not threading.main_thread():
+        return fn()
+    got: list[int] = []
+    held = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    before = {s: signal.getsignal(s) for s in held}
+    for s in held:
+        if before[s] is not signal.SIG_IGN:
+            signal.signal(s, lambda signum, frame: got.append(signum))
+    try:
+        out = fn()
+    finally:
+        for s, h in before.items():
+            signal.signal(s, signal.SIG_DFL if h is None else h)
+    if got:
+        if got[0] == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise Terminated(got[0])
+    return out
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    args = build_parser().parse_args(_join_negative_values(argv))
+    if args.command in _HEAVY:
+        for m in ("numpy", "torch"):
+            importlib.import_module(m)
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     previous = _stop_on_signals()
     try:
-        args = build_parser().parse_args(_join_negative_values(list(sys.argv[1:] if argv is None else argv)))
+        args = _holding_signals(lambda: _parse(list(sys.argv[1:] if argv is None else argv)))
         if getattr(args, "json", False):
             with results_only_on_stdout():
                 return int(_table()[args.command].run(args) or 0)
