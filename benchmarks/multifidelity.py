@@ -186,11 +186,13 @@ def analyse(args: argparse.Namespace, runs: list[dict[str, Any]]) -> dict[str, A
 
 
 def markdown(args: argparse.Namespace, an: dict[str, Any], meta: dict[str, Any]) -> str:
+    finished = ", ".join(f"{m} {len(d['hv'])}" for m, d in an["methods"].items())
     lines = [f"# Multi-fidelity vs flat vs random at equal evaluation compute: {args.space}, {args.data}", "",
              f"- Machine: {meta['cpu']}; torch threads per evaluation: 1; {args.jobs} runs side by side; "
              f"load average at the end {meta['load']}; revision {meta['revision']}; {meta['date']}.",
              f"- Budget {args.budget}; objectives accuracy and MACs; {args.budget_s:.0f} s of evaluation per run "
-             f"(CPU-seconds at 1 thread, measured per evaluation); {args.seeds} seeds per method.",
+             f"(CPU-seconds at 1 thread, measured per evaluation); seeds finished per method: {finished} of "
+             f"{args.seeds}.",
              f"- Top fidelity: {args.top_images:,} training images (flat and random: 2,000 validation images); "
              f"multi-fidelity: {args.rungs} rungs, eta {args.eta:g}, rung 0 trains on {base_images(args):,} images "
              "(2,000 validation images), the top rung validates on the whole held-out split.",
