@@ -50,8 +50,7 @@ def at_rungs(complete: Sequence[optuna.trial.FrozenTrial], rows: Sequence[RungRe
 
 
 def _view(t: optuna.trial.FrozenTrial, rung: int, runs: list[RungResult]) -> optuna.trial.FrozenTrial:
-    first = runs[0] if runs[0].repeat == 0 else None
-    if first is None and rung == 0:  # repeats of a rung-0 result: the trial itself is run 0
+    if rung == 0:  # rows at rung 0 are repeats (>= 1): the trial itself is run 0
         values = [list(t.values)] + [r.values for r in runs]
         metrics = [dict(t.user_attrs)] + [r.metrics for r in runs]
     else:

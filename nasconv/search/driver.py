@@ -60,7 +60,7 @@ from nasconv.search.objectives import (
 from nasconv.search.params import op_params_by_family, ordinal_params, suggest_arch
 from nasconv.search.progress import ProgressBar, SearchCallback, SearchStatus
 from nasconv.search.samplers import make_sampler, quiet_optuna
-from nasconv.search.scheduler import RungScheduler
+from nasconv.search.scheduler import RungScheduler, is_rung_key
 from nasconv.search.study import default_study_name, open_study, sampler_name
 from nasconv.spaces import load_space
 from nasconv.storage import HEARTBEAT_INTERVAL_S, FrontSnapshot, is_database_locked, locked_error, open_storage
@@ -291,7 +291,7 @@ class SearchDriver:
                 if done:
                     evaluated = self._take_evaluated()
                 for key, metrics, error in done:
-                    self._report("error" if error else "promoted" if str(key).find("@r") > 0 else "done",
+                    self._report("error" if error else "promoted" if is_rung_key(key) else "done",
                                  evaluated, runner.in_flight)
                     if self.counts["failed"] > max_fail:
                         raise NasconvError(f"{self.counts['failed']} evaluations failed (more than {max_fail}); "

@@ -50,6 +50,11 @@ class RungJob:
         return f"{self.arch_hash}@r{self.rung}.{self.repeat}"
 
 
+def is_rung_key(key: Any) -> bool:
+    """Whether a runner's job key is a promotion's or a repeat's (a trial's is its arch hash)."""
+    return isinstance(key, str) and "@r" in key
+
+
 class RungScheduler:
     def __init__(self, tables: NasconvTables, study_name: str, space_name: str, fid: Fidelity, eval_cfg: EvalConfig,
                  objectives: Sequence[str], directions: Sequence[str], driver_id: str,
@@ -90,11 +95,12 @@ class RungScheduler:
         self.refresh()
         busy = self._busy()
         by_number = {t.number: t for t in complete}
+        values, penalty = rung_values(complete, self.rows), penalties(complete)
         while True:
             pick = None
             if self.fid.rungs > 1:
-                nxt = next_promotion(rung_values(complete, self.rows), self.directions, self.fid,
-                                     {(t, r) for t, r, k in busy if k == 0}, penalties(complete))
+                nxt = next_promotion(values, self.directions, self.fid, {(t, r) for t, r, k in busy if k == 0},
+                                     penalty)
                 if nxt is not None:
                     pick = (nxt[0], nxt[1], 0)
             if pick is None and repeats_now and self.fid.repeats:
@@ -143,7 +149,7 @@ class RungScheduler:
         job = self.running.pop(key)
         if error is not None or metrics is None:
             self._base.pop(key, None)
-            self._release(job, error or "no metrics")
+            self._record_failure(job, error or "no metrics")
             return
         metrics.pop("weights", None)  # kept weights are rung 0's (export --weights)
         self.tables.put_cached(job.settings_key, job.arch_hash, self.space_name, metrics)
@@ -160,7 +166,7 @@ class RungScheduler:
                        "train_images": self.config_of(job).train.train_images})
         values = objective_values(merged, self.objectives)
         if values is None:
-            self._release(job, "the evaluation gave no finite value for every objective")
+            self._record_failure(job, "the evaluation gave no finite value for every objective")
             return
         if self.tables.record_rung(self.study_name, job.trial_number, job.rung, job.repeat, job.arch_hash,
                                    values, merged):
@@ -173,7 +179,7 @@ class RungScheduler:
                                                 {name: shown, "highest_rung": job.rung})
         fault_point("after_rung_record", job.key)
 
-    def _release(self, job: RungJob, reason: str) -> None:
+    def _record_failure(self, job: RungJob, reason: str) -> None:
         """A failed promotion or repeat: stored as failed (its claim kept with the reason), so that
         it is not tried again in a loop."""
         self.tables.record_rung(self.study_name, job.trial_number, job.rung, job.repeat, job.arch_hash,
