@@ -140,8 +140,8 @@ def test_repeats_pool_further_seeds_of_the_final_front(tmp_path):
         accs = [f_ for f_ in [r.metrics["accuracy"] for r in mine]]
         study = optuna.load_study(study_name="rep", storage=storage)
         accs.append(study.trials[f["trial"]].user_attrs["accuracy"])
-        assert math.isclose(f["accuracy"], sum(accs) / 3)
-        assert f["accuracy_ci"][0] <= f["accuracy"] <= f["accuracy_ci"][1]  # a t-interval over 3 seeds
+        assert math.isclose(f["accuracy"], sum(accs) / 3) and math.isclose(f["score"], f["accuracy"])
+        assert 0 <= f["accuracy_ci"][0] <= f["accuracy"] <= f["accuracy_ci"][1] <= 1  # a t-interval over 3 seeds
 
 
 def _rows(db):

@@ -15,7 +15,7 @@ from optuna.trial import TrialState
 from nasconv.errors import StorageError
 from nasconv.paths import os_problem
 from nasconv.results.noise import NOISY
-from nasconv.results.rungs import study_front
+from nasconv.results.rungs import at_rungs, study_front
 from nasconv.results.summary import baseline_summary, trial_summary, val_images_of
 from nasconv.storage import RungResult
 
@@ -35,9 +35,15 @@ def plot_front(study: optuna.Study, path: str, rows: Sequence[RungResult] = ()) 
     done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
             if t.user_attrs.get("status") in ("evaluated", "cached")]
     front = study_front(study, rows)
+    label = f"evaluated ({len(done)})"
+    if rows:  # candidates compare at equal rungs: those below the front's rung are not drawn
+        views = at_rungs(done, rows)
+        top = max(v.user_attrs["rung"] for v in views)
+        done = [v for v in views if v.user_attrs["rung"] == top]
+        label = f"evaluated at rung {top} ({len(done)}; {len(views) - len(done)} not promoted, not shown)"
     fig, ax = plt.subplots(figsize=(7, 5), dpi=110)
     ax.scatter([t.user_attrs.get(xk) for t in done], [t.user_attrs.get(yk) for t in done], s=18, c="0.6",
-               label=f"evaluated ({len(done)})")
+               label=label)
     n_val = val_images_of(study)
     rows = sorted((trial_summary(t, n_val) for t in front), key=lambda r: (r[xk], r[yk]))
     if rows:

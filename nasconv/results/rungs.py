@@ -23,8 +23,9 @@ from nasconv.results.front import EVALUATED, feasible_front, first_per_architect
 from nasconv.stats import mean_interval
 from nasconv.storage import RungResult
 
-#: metric key -> its interval key, pooled over repeats
-POOLED = {"accuracy": "accuracy_ci", "latency_ms": "latency_ci_ms"}
+#: metric key -> (its interval key, the range it lies in), pooled over repeats: a t-interval over
+#: two or three runs is wide, and is cut to what the quantity can be (no negative latency)
+POOLED = {"accuracy": ("accuracy_ci", (0.0, 1.0)), "latency_ms": ("latency_ci_ms", (0.0, float("inf")))}
 
 
 def at_rungs(complete: Sequence[optuna.trial.FrozenTrial], rows: Sequence[RungResult]
@@ -60,13 +61,16 @@ def _view(t: optuna.trial.FrozenTrial, rung: int, runs: list[RungResult]) -> opt
     attrs = {**t.user_attrs, **metrics[0], "rung": rung, "runs": len(values)}
     if len(values) > 1:
         view.values = [mean_interval([v[j] for v in values])[0] for j in range(len(values[0]))]
-        for key, ci_key in POOLED.items():
+        for key, (ci_key, (low, high)) in POOLED.items():
             xs = [m[key] for m in metrics if m.get(key) is not None]
             if len(xs) == len(metrics):
                 mean, se, ci = mean_interval(xs)
-                attrs.update({key: mean, ci_key: list(ci)})
+                attrs.update({key: mean, ci_key: [max(low, ci[0]), min(high, ci[1])]})
                 if key == "accuracy":
                     attrs["accuracy_se"] = se
+        scores = [m.get("score") for m in metrics]
+        if None not in scores:  # the objective's value, as the table and plot read it
+            attrs["score"] = mean_interval(scores)[0]
     else:
         view.values = list(values[0])
     view.user_attrs = attrs
