@@ -21,9 +21,11 @@ from nasconv.arch import ArchSpec
 from nasconv.build import build_model
 from nasconv.cost import estimate_cost
 from nasconv.data import load_dataset, prepare_batch, subset
+from nasconv.device_lock import DeviceGate
 from nasconv.errors import UnknownNameError, UsageError
 from nasconv.faults import fault_point
-from nasconv.profile import measure_latency, resolve_device
+from nasconv.precision import resolve_precision
+from nasconv.profile import measure_latency, pick_device, resolve_device
 from nasconv.proxies import ZERO_COST_PROXIES, zero_cost_score
 from nasconv.spaces import MAX_RESOLUTION
 from nasconv.stats import accuracy_uncertainty
@@ -35,7 +37,10 @@ PROXIES = ("train",) + ZERO_COST_PROXIES
 MAX_BATCH = 1024
 MAX_BATCH_PIXELS = 2**26
 #: settings that do not change an evaluation's result, so not part of its cache key
-UNKEYED_SETTINGS = ("data_dir", "threads", "latency_max_time_s")
+UNKEYED_SETTINGS = ("data_dir", "cache_dir", "threads", "latency_max_time_s")
+#: training settings that came after stored studies were made, with the value every evaluation
+#: had before: keyed only when another value is set, so that a stored key stays what it was
+LEGACY_TRAIN_SETTINGS: dict[str, Any] = {"precision": "fp32", "channels_last": False, "augment": False}
 
 
 @dataclass(frozen=True)
@@ -44,9 +49,12 @@ class EvalConfig:
 
     data: str = "fashion-mnist"
     data_dir: str | None = None
+    #: where decoded datasets are cached (None: $NASCONV_CACHE_DIR, else the user cache)
+    cache_dir: str | None = None
     proxy: str = "train"
     train: TrainConfig = field(default_factory=TrainConfig)
-    device: str = "cpu"
+    #: ``auto``: CUDA where available, else the CPU (:meth:`resolved` says which)
+    device: str = "auto"
     #: measure latency of the full network at the space's resolution (None: the arch's)
     latency: bool = True
     latency_batch: int = 1
@@ -69,6 +77,7 @@ class EvalConfig:
     def check(self) -> None:
         if self.proxy not in PROXIES:
             raise UnknownNameError("proxy", self.proxy, PROXIES)
+        pick_device(self.device)  # a known device name
         if not 1 <= self.latency_batch <= MAX_BATCH:
             raise UsageError(f"latency batch size must be in [1, {MAX_BATCH}], got {self.latency_batch:,}")
         for what, res in (("latency resolution", self.latency_resolution), ("resolution", self.train.resolution)):
@@ -93,16 +102,25 @@ class EvalConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "EvalConfig":
+        """Settings stored before a field existed mean what evaluations did then (fp32 training)."""
         d = dict(d)
-        d["train"] = TrainConfig(**d.get("train", {}))
+        d["train"] = TrainConfig(**{**LEGACY_TRAIN_SETTINGS, **d.get("train", {})})
         return cls(**d)
+
+    def resolved(self, *, allow_emulated: bool = False) -> "EvalConfig":
+        """A copy with ``auto`` device and precision replaced by what they are on this machine, and
+        an explicit bf16/fp16 checked against the device (:func:`~nasconv.precision.resolve_precision`).
+        Done where a configuration is made: what is stored and keyed never says ``auto``."""
+        device = pick_device(self.device)
+        precision = resolve_precision(self.train.precision, device, allow_emulated=allow_emulated)
+        return replace(self, device=device, train=replace(self.train, precision=precision))
 
     def keyed_settings(self) -> dict[str, Any]:
         """What makes two evaluations of one architecture interchangeable (hashed by :meth:`settings_key`).
 
         Data, proxy and its settings (for a zero-cost proxy: the seed and input size, not the
         training schedule), device kind and latency settings; not the thread count or where the
-        data was read from.
+        data was read from. ``auto`` device and precision count as what they are on this machine.
         """
         d = self.to_dict()
         for k in UNKEYED_SETTINGS:
@@ -110,7 +128,8 @@ class EvalConfig:
         if self.latency_threads is None:
             # unset: the key stays what it was before the setting existed (stored studies resume)
             d.pop("latency_threads")
-        d["device"] = resolve_device_kind(self.device)
+        device = pick_device(self.device)
+        d["device"] = resolve_device_kind(device)
         if self.proxy != "train":
             # a zero-cost score depends on the initialisation (seed) and the input size, not on
             # the training schedule
@@ -119,6 +138,11 @@ class EvalConfig:
             d["zero_cost_init"] = "branches-live"
         else:
             d.pop("zc_batch")
+            if self.train.precision == "auto":
+                d["train"]["precision"] = resolve_precision("auto", device)
+            for k, legacy in LEGACY_TRAIN_SETTINGS.items():
+                if d["train"][k] == legacy:
+                    d["train"].pop(k)
         return d
 
     def settings_key(self) -> str:
@@ -138,6 +162,7 @@ def evaluate(arch: ArchSpec, config: EvalConfig | None = None, *,
     """
     cfg = config or EvalConfig()
     cfg.check()
+    cfg = cfg.resolved()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
@@ -148,56 +173,74 @@ def evaluate(arch: ArchSpec, config: EvalConfig | None = None, *,
         "params": cost.params, "macs": cost.macs, "settings_key": cfg.settings_key(),
         "nasconv_version": __version__, "torch_version": torch.__version__, "hostname": platform.node(),
         "accuracy": None, "score": None, "diverged": False, "diverged_step": None,
-        "train_time_s": 0.0, "steps": 0,
+        "train_time_s": 0.0, "steps": 0, "precision": "fp32",  # a zero-cost proxy scores in fp32
     }
-    ds = load_dataset(cfg.data, data_dir=cfg.data_dir, seed=cfg.train.seed)
-    if cfg.proxy == "train":
-        res = train_candidate(arch, ds, cfg.train, progress=progress, device=device,
-                              keep_model=keep_weights)
-        out.update(accuracy_uncertainty(res.accuracy, res.val_images))
-        out.update(accuracy=res.accuracy, score=res.accuracy, val_loss=res.val_loss, diverged=res.diverged,
-                   diverged_step=res.diverged_step, train_time_s=res.train_time_s, steps=res.steps,
-                   proxy_params=res.proxy_params, proxy_macs=res.proxy_macs)
-        if res.model is not None and not res.diverged:
-            from nasconv.checkpoint import weights_payload
-
-            out["weights"] = weights_payload(res.model, num_classes=ds.num_classes)
-    else:
-        small = subset(ds, cfg.zc_batch, 1, cfg.train.seed)
-        mean_std = (small.mean, small.std) if small.mean else None
-        x = prepare_batch(small.train_x, channels=arch.in_channels, resolution=cfg.train.resolution,
-                          mean_std=mean_std).to(device)
-        torch.manual_seed(cfg.train.seed)
-        # Not the zero-init residual start that brief training uses: with each block's last BN
-        # scale at 0 every branch is cut off from the output, so synflow and grad_norm would see
-        # only the stem, the shortcuts and the classifier, the same for every operator choice
-        # (measured on resnet50: synflow's seed-to-seed spread was twice its spread between
-        # architectures; with the branches live the architecture explains all of it).
-        model = build_model(arch, num_classes=ds.num_classes, zero_init_residual=False).to(device)
-        t1 = time.perf_counter()
-        score = zero_cost_score(cfg.proxy, model, x, small.train_y.to(device))
-        out.update(score=score, train_time_s=time.perf_counter() - t1)
-        del model
-    if cfg.latency:
-        res_px = cfg.latency_resolution or arch.resolution
-        torch.manual_seed(cfg.train.seed)
-        threads_before = torch.get_num_threads()
-        if cfg.latency_threads:
-            torch.set_num_threads(cfg.latency_threads)
-        try:
-            lat = measure_latency(build_model(arch), in_channels=arch.in_channels, resolution=res_px,
-                                  batch_size=cfg.latency_batch, device=device, max_time_s=cfg.latency_max_time_s)
-        finally:
-            torch.set_num_threads(threads_before)
-        out.update(latency_ms=lat.median_ms, latency_ci_ms=[lat.ci_low_ms, lat.ci_high_ms],
-                   latency_iqr_ms=lat.iqr_ms, latency_rel_iqr=lat.rel_iqr,
-                   latency_repeats=lat.repeats, latency_capped=lat.capped, latency_batch=lat.batch_size,
-                   latency_resolution=lat.resolution, device=lat.device, device_name=lat.device_name,
-                   threads=lat.threads)
-    else:
-        out.update(latency_ms=None, device=device.type, threads=torch.get_num_threads())
+    ds = load_dataset(cfg.data, data_dir=cfg.data_dir, seed=cfg.train.seed, cache_dir=cfg.cache_dir)
+    # The device to itself while a latency is timed: this evaluation's steps hold it shared, its
+    # timing exclusively, against every other nasconv evaluation on this node (nasconv.device_lock).
+    with DeviceGate(device) as gate:
+        if cfg.proxy == "train":
+            _train(arch, cfg, ds, device, gate, out, progress, keep_weights)
+        else:
+            with gate.step():
+                _zero_cost(arch, cfg, ds, device, out)
+        if cfg.latency:
+            _latency(arch, cfg, device, gate, out)
+        else:
+            out.update(latency_ms=None, device=device.type, threads=torch.get_num_threads())
     out["eval_time_s"] = time.perf_counter() - t0
     return out
+
+
+def _train(arch: ArchSpec, cfg: EvalConfig, ds: Any, device: torch.device, gate: DeviceGate, out: dict[str, Any],
+           progress: Callable[[int, int, float], None] | None, keep_weights: bool) -> None:
+    res = train_candidate(arch, ds, cfg.train, progress=progress, device=device,
+                          keep_model=keep_weights, step_guard=gate.step)
+    out.update(accuracy_uncertainty(res.accuracy, res.val_images))
+    out.update(accuracy=res.accuracy, score=res.accuracy, val_loss=res.val_loss, diverged=res.diverged,
+               diverged_step=res.diverged_step, train_time_s=res.train_time_s, steps=res.steps,
+               proxy_params=res.proxy_params, proxy_macs=res.proxy_macs, precision=res.precision)
+    if res.model is not None and not res.diverged:
+        from nasconv.checkpoint import weights_payload
+
+        out["weights"] = weights_payload(res.model, num_classes=ds.num_classes)
+
+
+def _zero_cost(arch: ArchSpec, cfg: EvalConfig, ds: Any, device: torch.device, out: dict[str, Any]) -> None:
+    small = subset(ds, cfg.zc_batch, 1, cfg.train.seed)
+    mean_std = (small.mean, small.std) if small.mean else None
+    x = prepare_batch(small.train_x, channels=arch.in_channels, resolution=cfg.train.resolution,
+                      mean_std=mean_std).to(device)
+    torch.manual_seed(cfg.train.seed)
+    # Not the zero-init residual start that brief training uses: with each block's last BN
+    # scale at 0 every branch is cut off from the output, so synflow and grad_norm would see
+    # only the stem, the shortcuts and the classifier, the same for every operator choice
+    # (measured on resnet50: synflow's seed-to-seed spread was twice its spread between
+    # architectures; with the branches live the architecture explains all of it).
+    model = build_model(arch, num_classes=ds.num_classes, zero_init_residual=False).to(device)
+    t1 = time.perf_counter()
+    score = zero_cost_score(cfg.proxy, model, x, small.train_y.to(device))
+    out.update(score=score, train_time_s=time.perf_counter() - t1)
+
+
+def _latency(arch: ArchSpec, cfg: EvalConfig, device: torch.device, gate: DeviceGate, out: dict[str, Any]) -> None:
+    res_px = cfg.latency_resolution or arch.resolution
+    torch.manual_seed(cfg.train.seed)
+    model = build_model(arch)  # built before the device is taken: only the timing holds it
+    threads_before = torch.get_num_threads()
+    if cfg.latency_threads:
+        torch.set_num_threads(cfg.latency_threads)
+    try:
+        with gate.timing() as waited:
+            lat = measure_latency(model, in_channels=arch.in_channels, resolution=res_px,
+                                  batch_size=cfg.latency_batch, device=device, max_time_s=cfg.latency_max_time_s)
+    finally:
+        torch.set_num_threads(threads_before)
+    out.update(latency_ms=lat.median_ms, latency_ci_ms=[lat.ci_low_ms, lat.ci_high_ms],
+               latency_iqr_ms=lat.iqr_ms, latency_rel_iqr=lat.rel_iqr,
+               latency_repeats=lat.repeats, latency_capped=lat.capped, latency_batch=lat.batch_size,
+               latency_resolution=lat.resolution, device=lat.device, device_name=lat.device_name,
+               threads=lat.threads, latency_isolated=gate.isolated, latency_wait_s=round(waited, 3))
 
 
 def evaluate_keeping_weights(arch: ArchSpec, config: EvalConfig | None = None) -> dict[str, Any]:
@@ -242,21 +285,23 @@ FULL_PROXY_SETTINGS: dict[str, Any] = {"max_depth": None, "width_factor": 1.0, "
 
 
 def eval_config_for(space: Any, *, full_proxy: bool = False, data: str = "fashion-mnist", data_dir: str | None = None,
-                    proxy: str = "train", device: str = "cpu", latency: bool = True, latency_batch: int = 1,
+                    cache_dir: str | None = None,
+                    proxy: str = "train", device: str = "auto", latency: bool = True, latency_batch: int = 1,
                     latency_threads: int | None = None, **train_overrides: Any) -> EvalConfig:
     """The checked evaluation settings for candidates of ``space`` (a :class:`~nasconv.spaces.SearchSpace`).
 
     Training starts from the space's proxy settings, or with ``full_proxy`` from
     :data:`FULL_PROXY_SETTINGS` (what exportable weights need); ``train_overrides`` (TrainConfig
-    fields: ``epochs``, ``lr``, ``seed``...) then change single settings, ``None`` values ignored.
+    fields: ``epochs``, ``lr``, ``seed``, ``precision``...) then change single settings, ``None``
+    values ignored. ``auto`` device and precision come back resolved (:meth:`EvalConfig.resolved`).
     """
-    cfg = EvalConfig(data=data, data_dir=data_dir, proxy=proxy, device=device, latency=latency,
+    cfg = EvalConfig(data=data, data_dir=data_dir, cache_dir=cache_dir, proxy=proxy, device=device, latency=latency,
                      latency_batch=latency_batch, latency_threads=latency_threads)
     base = dict(FULL_PROXY_SETTINGS if full_proxy else space.proxy_settings)
     cfg = replace(cfg, train=replace(cfg.train, **base))  # here None is a value (max_depth: no limit)
     cfg = with_train_overrides(cfg, **train_overrides)
     cfg.check()
-    return cfg
+    return cfg.resolved()
 
 
 def with_train_overrides(cfg: EvalConfig, **changes: Any) -> EvalConfig:

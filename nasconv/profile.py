@@ -18,7 +18,7 @@ from torch import nn
 from nasconv.errors import DeviceError, UsageError
 from nasconv.stats import median_interval
 
-DEVICES = ("cpu", "cuda")
+DEVICES = ("auto", "cpu", "cuda")
 
 
 @dataclass(frozen=True)
@@ -43,19 +43,33 @@ class LatencyResult:
         return asdict(self)
 
 
+def pick_device(name: str) -> str:
+    """The device a name stands for, without checking that it is there: ``auto`` is ``cuda``
+    where torch sees a CUDA GPU, else ``cpu``; ``cpu``, ``cuda`` and ``cuda:N`` stay as given.
+
+    What a configuration stores (and its evaluation cache key is made of): never ``auto``, whose
+    meaning depends on the machine that reads it.
+    """
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name in ("cpu", "cuda") or (name.startswith("cuda:") and name[5:].isdigit()):
+        return name
+    raise UsageError(f"unknown device {name!r}; accepted: auto, cpu, cuda, cuda:N")
+
+
 def resolve_device(name: str) -> torch.device:
-    """``cpu``, ``cuda`` or ``cuda:N``; a clear error when CUDA is asked for and absent."""
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N``; a clear error when CUDA is asked for and absent."""
+    name = pick_device(name)
     if name == "cpu":
         return torch.device("cpu")
-    if name == "cuda" or name.startswith("cuda:"):
-        if not torch.cuda.is_available():
-            raise DeviceError(f"--device {name}: no CUDA GPU is available here (torch {torch.__version__}, "
-                              f"CUDA build: {torch.version.cuda or 'no'}); use --device cpu")
-        dev = torch.device(name)
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise DeviceError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) here")
-        return dev
-    raise UsageError(f"unknown device {name!r}; accepted: cpu, cuda, cuda:N")
+    if not torch.cuda.is_available():
+        raise DeviceError(f"--device {name}: no CUDA GPU is available here (torch {torch.__version__}, "
+                          f"CUDA build: {torch.version.cuda or 'no'}); use --device cpu")
+    dev = torch.device(name)
+    if dev.index is not None and dev.index >= torch.cuda.device_count():
+        n = torch.cuda.device_count()
+        raise DeviceError(f"--device {name}: only {n} CUDA device(s) here (cuda:0 to cuda:{n - 1})")
+    return dev
 
 
 def device_name(device: torch.device) -> str:

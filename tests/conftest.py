@@ -22,6 +22,24 @@ def _seed():
     torch.manual_seed(0)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _data_cache_dir(tmp_path_factory):
+    """A data cache (NASCONV_CACHE_DIR) of this test session's own, for it and the processes it
+    starts: tests never read entries a previous run left, nor write into the user's cache.
+    Downloads go to a closed local port: a command run without --data falls back to
+    Fashion-MNIST as on an offline machine, never fetching 170 MB of CIFAR in CI."""
+    new = {"NASCONV_CACHE_DIR": str(tmp_path_factory.mktemp("nasconv-cache")),
+           "NASCONV_DATA_MIRROR": "http://127.0.0.1:9/"}
+    old = {k: os.environ.get(k) for k in new}
+    os.environ.update(new)
+    yield
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
 # --- services (PostgreSQL, a Ray cluster) ------------------------------------------------------
 # Where a service is missing these tests skip with the reason; CI (.ci/run) sets
 # NASCONV_REQUIRE_SERVICES=1, and then a missing service fails them instead.

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from nasconv import data
-from nasconv.data import Dataset, fashion_mnist, load_dataset, prepare_batch, subset
+from nasconv.data import Dataset, cifar_sources, fashion_mnist, load_dataset, prepare_batch, subset
 from nasconv.errors import DataError, NasconvError, UnknownNameError, UsageError
 
 # ---------------------------------------------------------------------------------------------
@@ -49,6 +49,9 @@ def _isolated(monkeypatch, tmp_path):
         raise urllib.error.URLError("network blocked in tests")
 
     monkeypatch.setattr(fashion_mnist, "_download_file", no_network)
+    # CIFAR downloads go to a port where nothing listens (refused at once).
+    monkeypatch.delenv("NASCONV_DATA_MIRROR", raising=False)
+    monkeypatch.setattr(cifar_sources, "CIFAR_URL", "http://127.0.0.1:9/")
     yield
     data.clear_cache()
 
@@ -348,7 +351,7 @@ def test_synthetic_is_labelled_and_learnable():
     assert len(load_dataset("synthetic").train_y) + len(load_dataset("synthetic").val_y) == 2000
 
 
-@pytest.mark.parametrize("spec", ["mnist", "cifar10", "imagefolder", "cifar100:/tmp", ""])
+@pytest.mark.parametrize("spec", ["mnist", "cifar", "imagefolder", "cifar1000:/tmp", ""])
 def test_unknown_spec(spec):
     with pytest.raises(UnknownNameError) as info:
         load_dataset(spec)

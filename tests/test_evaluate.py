@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import math
 import pickle
 import random
+from dataclasses import replace
 
 import pytest
 import torch
@@ -73,11 +75,15 @@ def test_settings_key():
             EvalConfig(proxy="synflow"), **change).settings_key()
 
 
+#: the settings every evaluation had before device "auto" and the precision setting existed
+LEGACY = EvalConfig(device="cpu", train=TrainConfig(precision="fp32"))
+
+
 def test_latency_threads_is_keyed_only_when_set():
     # unset, the key is the one stored studies and caches were written with before the setting
     # existed (these values are what nasconv computed then), so they resume and hit their caches
-    assert EvalConfig().settings_key() == "7813a8cababd694d"
-    assert EvalConfig(proxy="synflow").settings_key() == "4267f7b3a12e11b2"
+    assert LEGACY.settings_key() == "7813a8cababd694d"
+    assert EvalConfig(proxy="synflow", device="cpu").settings_key() == "4267f7b3a12e11b2"
     assert "latency_threads" not in EvalConfig().keyed_settings()
     # set, it is another measurement
     assert EvalConfig(latency_threads=1).settings_key() != EvalConfig().settings_key()
@@ -85,6 +91,52 @@ def test_latency_threads_is_keyed_only_when_set():
     assert EvalConfig.from_dict(EvalConfig(latency_threads=1).to_dict()).latency_threads == 1
     with pytest.raises(UsageError, match="latency threads must be >= 1"):
         EvalConfig(latency_threads=0).check()
+
+
+def test_training_settings_added_later_are_keyed_only_when_set():
+    key = LEGACY.settings_key()
+    # their default values are what every evaluation did before: the stored key stays valid
+    assert with_train_overrides(LEGACY, channels_last=False, augment=False).settings_key() == key
+    stored = LEGACY.to_dict()
+    for k in ("precision", "channels_last", "augment"):
+        del stored["train"][k]  # a study's eval_config written before these settings existed
+    assert EvalConfig.from_dict(stored).train.precision == "fp32"
+    assert EvalConfig.from_dict(stored).settings_key() == key
+    changed = [with_train_overrides(LEGACY, **c).settings_key()
+               for c in ({"precision": "bf16"}, {"precision": "fp16"}, {"channels_last": True}, {"augment": True})]
+    assert len(set(changed + [key])) == 5
+    # a zero-cost proxy does not train: no training setting is its key's business
+    zc = EvalConfig(proxy="synflow", device="cpu")
+    assert with_train_overrides(zc, precision="bf16", augment=True).settings_key() == zc.settings_key()
+
+
+def test_auto_is_never_stored_or_keyed():
+    for cfg in (EvalConfig(), EvalConfig(proxy="synflow"), EvalConfig(device="cpu")):
+        assert "auto" not in json.dumps(cfg.keyed_settings())
+        done = cfg.resolved()
+        assert done.device != "auto" and done.train.precision != "auto"
+        assert done.settings_key() == cfg.settings_key()  # the key counts auto as what it is here
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_auto_is_the_cpu_here(monkeypatch):
+    import nasconv.precision as precision_mod
+
+    monkeypatch.setattr(precision_mod, "host_cpu_flags", lambda: frozenset({"avx2"}))
+    assert EvalConfig().resolved().device == "cpu" and EvalConfig().settings_key() == LEGACY.settings_key()
+    monkeypatch.setattr(precision_mod, "host_cpu_flags", lambda: frozenset({"amx_bf16"}))
+    assert EvalConfig().resolved().train.precision == "bf16"
+    assert EvalConfig().settings_key() == with_train_overrides(LEGACY, precision="bf16").settings_key()
+    with pytest.raises(UsageError, match="unknown device 'tpu'"):
+        EvalConfig(device="tpu").check()
+
+
+def test_metrics_say_the_precision_used():
+    arch = load_space("resnet20").baseline()
+    m = evaluate(arch, EvalConfig(data="synthetic", train=replace(QUICK, precision="fp32"), latency=False))
+    assert m["precision"] == "fp32" and m["steps"] == 512 // 64
+    m = evaluate(arch, EvalConfig(data="synthetic", proxy="params", train=QUICK, latency=False))
+    assert m["precision"] == "fp32"  # a zero-cost proxy scores in fp32
 
 
 def test_latency_threads_apply_to_the_measurement_alone():

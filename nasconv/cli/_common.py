@@ -73,14 +73,28 @@ def parse_shape(text: str) -> tuple[int, int, int, int]:
 def add_eval_args(q: argparse.ArgumentParser) -> None:
     """Evaluation settings shared by ``evaluate`` and ``search``."""
     from nasconv.evaluate import PROXIES
+    from nasconv.precision import PRECISIONS
 
     g = q.add_argument_group("evaluation")
-    g.add_argument("--data", default="fashion-mnist",
-                   help="fashion-mnist (default), cifar10:DIR, imagefolder:DIR, synthetic (smoke tests only)")
-    g.add_argument("--data-dir", default=None, help="where to look for fashion-mnist first (then $NASCONV_DATA, "
-                                                   "then Debian's dataset-fashion-mnist)")
+    g.add_argument("--data", default=None,
+                   help="cifar10, cifar100 (found in --data-dir, $NASCONV_DATA or the cache, else downloaded and "
+                        "checksummed), cifar10:DIR, cifar100:DIR, fashion-mnist, imagefolder:DIR, synthetic (smoke "
+                        "tests only); default: a stored study's own data, else CIFAR-10 where it is found or can be "
+                        "downloaded, else Fashion-MNIST (said in one line)")
+    g.add_argument("--data-dir", default=None, help="where to look for a dataset first (then $NASCONV_DATA, the "
+                                                   "cache; Fashion-MNIST also Debian's dataset-fashion-mnist)")
+    g.add_argument("--cache-dir", default=None, help="where decoded datasets are cached as memory-mapped uint8 "
+                                                    "files (default: $NASCONV_CACHE_DIR, else ~/.cache/nasconv)")
     g.add_argument("--proxy", default="train", help=f"accuracy objective: {', '.join(PROXIES)} (default: train)")
-    g.add_argument("--device", default="cpu", help="cpu or cuda (latency is measured there)")
+    g.add_argument("--device", default=None, help="auto (default: CUDA where available, else the CPU; a stored "
+                                                "study keeps its own), cpu, cuda or cuda:N: where the candidate is "
+                                                "trained and its latency measured")
+    g.add_argument("--precision", default=None, choices=PRECISIONS,
+                   help="proxy training precision (autocast): auto (default: bf16 where the device has it natively, "
+                        "else fp32), fp32, bf16 or fp16")
+    g.add_argument("--channels-last", action="store_true", help="proxy training in channels-last memory order")
+    g.add_argument("--augment", action="store_true",
+                   help="proxy training with random crops (4 px padding) and horizontal flips")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--train-images", type=int, default=None, help="training images of the proxy (default 8000)")
     g.add_argument("--epochs", type=int, default=None, help="proxy training epochs (default 1)")
@@ -101,8 +115,14 @@ def eval_config(args: argparse.Namespace, space: Any) -> EvalConfig:
     """The flags of :func:`add_eval_args` as the library's checked evaluation settings."""
     from nasconv.evaluate import eval_config_for
 
+    device = args.device or "auto"
+    if device == "auto" and getattr(args, "gpus_per_trial", 0):
+        device = "cuda"  # a search's workers with GPUs, which this machine may not have
     return eval_config_for(space, full_proxy=args.full_proxy, data=args.data, data_dir=args.data_dir,
-                           proxy=args.proxy, device=args.device, latency=not args.no_latency,
+                           cache_dir=args.cache_dir,
+                           proxy=args.proxy, device=device, latency=not args.no_latency,
                            latency_batch=args.latency_batch, latency_threads=args.latency_threads,
                            train_images=args.train_images, epochs=args.epochs, batch_size=args.batch_size,
-                           resolution=args.resolution, optimizer=args.optimizer, lr=args.lr, seed=args.seed)
+                           resolution=args.resolution, optimizer=args.optimizer, lr=args.lr, seed=args.seed,
+                           precision=args.precision, channels_last=args.channels_last or None,
+                           augment=args.augment or None)

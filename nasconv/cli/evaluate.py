@@ -22,7 +22,7 @@ def _progress_printer(enabled: bool) -> Callable[[int, int, float], None] | None
     if not enabled:
         return None
 
-    def show(step: int, total: int, loss: float) -> None:
+    def show(step: int, total: int, loss: float) -> None:  # loss: as last read from the device
         if step == total or step % 5 == 0:
             bar = "#" * int(30 * step / total)
             sys.stderr.write(f"\rtraining [{bar:<30}] {step}/{total} steps  loss {loss:.3f}")
@@ -39,7 +39,14 @@ def run(args: argparse.Namespace) -> int:
 
     space = load_space(args.space)
     arch = load_arch(space, args.arch)
+    why = None
+    if args.data is None:
+        from nasconv.data import choose_default_data
+
+        args.data, why = choose_default_data(args.data_dir, args.cache_dir)
     cfg = eval_config(args, space)
+    if why and not args.json:
+        print(f"data: {args.data} ({why}; --data chooses)", flush=True)
     resolve_device(cfg.device)  # fail before loading data
     metrics = evaluate(arch, cfg, progress=_progress_printer(not args.json and sys.stderr.isatty()))
     if args.json:
@@ -50,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"{space.name} {arch.arch_hash}: {arch.ops_label()}")
     if cfg.proxy == "train":
         acc = "diverged at step %s" % metrics["diverged_step"] if metrics["diverged"] else f"{metrics['accuracy']:.4f}"
-        print(f"accuracy      {acc}  ({cfg.data}, {metrics['steps']} steps, {metrics['train_time_s']:.1f} s)")
+        print(f"accuracy      {acc}  ({cfg.data}, {metrics['steps']} steps in {metrics['precision']}, "
+              f"{metrics['train_time_s']:.1f} s)")
     else:
         print(f"{cfg.proxy:<13} {metrics['score']:.6g}")
     if metrics.get("latency_ms") is not None:

@@ -45,12 +45,47 @@ def add_parser(sub: Any) -> None:
     add_eval_args(q)
 
 
+def _choose_data(args: argparse.Namespace, space: Any) -> str | None:
+    """Settings the user did not name: a stored study keeps the data, device and precision it
+    began with (so that it resumes wherever it is continued); a new one trains on CIFAR-10 where
+    it is found or can be downloaded, else on Fashion-MNIST. Returns why the data was chosen
+    (said on stdout once the settings are checked, and stamped on a new study), None when
+    ``--data`` named it."""
+    from nasconv.budget import parse_budget
+    from nasconv.errors import NasconvError
+    from nasconv.search import default_study_name
+    from nasconv.storage import open_study
+
+    name = args.study or default_study_name(space, parse_budget(args.budget))
+    try:
+        study, tables = open_study(name, args.storage, readonly=True)
+    except NasconvError:
+        stored: dict[str, Any] = {}
+    else:
+        tables.dispose()
+        stored = study.user_attrs.get("eval_config") or {}
+    if args.device is None and stored.get("device") and not args.gpus_per_trial:
+        args.device = stored["device"]
+    if args.precision is None and stored:
+        args.precision = (stored.get("train") or {}).get("precision", "fp32")  # stored before bf16: fp32
+    if args.data is not None:
+        return None
+    if stored.get("data"):
+        args.data, why = stored["data"], f"the data study {name!r} began with"
+    else:
+        from nasconv.data import choose_default_data
+
+        args.data, why = choose_default_data(args.data_dir, args.cache_dir)
+    return why
+
+
 def run(args: argparse.Namespace) -> int:
     from nasconv.results import front_table, noise_line
     from nasconv.search import SearchConfig, run_search
     from nasconv.spaces import load_space
 
     space = load_space(args.space)
+    data_choice = _choose_data(args, space)
     cfg = SearchConfig(
         space=args.space, budget=args.budget, trials=args.trials, sampler=args.sampler,
         objectives=tuple(o.strip() for o in args.objectives.split(",") if o.strip()), seed=args.seed,
@@ -58,8 +93,10 @@ def run(args: argparse.Namespace) -> int:
         address=args.address, gpus_per_trial=args.gpus_per_trial, eval=eval_config(args, space),
         evaluate_baseline=not args.no_baseline, runner="inline" if args.inline else "ray",
         progress=not args.json, keep_weights=args.keep_weights, rungs=args.rungs, eta=args.eta,
-        repeats=args.repeats,
+        repeats=args.repeats, data_choice=data_choice,
     )
+    if data_choice and not args.json:
+        print(f"data: {args.data} ({data_choice}; --data chooses)", flush=True)
     res = run_search(cfg)
     if args.json:
         print_json(dataclasses.asdict(res))

@@ -1,8 +1,9 @@
-"""The in-memory dataset type: uint8 images, int64 labels and the train split's channel statistics."""
+"""The dataset type: uint8 images, int64 labels and the train split's channel statistics."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, Sequence
 
 import torch
 
@@ -11,11 +12,13 @@ from nasconv.errors import DataError
 
 @dataclass(frozen=True, eq=False)
 class Dataset:
-    """A dataset in memory. Images are uint8 ``N x C x H x W``; labels int64 in ``[0, num_classes)``.
+    """A dataset. Images are uint8 ``N x C x H x W``; labels int64 in ``[0, num_classes)``.
 
     ``mean`` and ``std`` are per channel, in units of ``pixel / 255``, computed on the train
     split, for ``prepare_batch(..., mean_std=(ds.mean, ds.std))``. Tensors are shared with the
-    process cache of :func:`load_dataset`: never modify them in place.
+    process cache of :func:`load_dataset`, and the images of every dataset but ``synthetic`` are
+    a copy-on-write memory map of its data cache file (pages shared between processes): never
+    modify them in place.
     """
 
     name: str
@@ -75,11 +78,22 @@ def _channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...
     """
     if x.shape[0] == 0:
         return (0.0,) * x.shape[1], (1.0,) * x.shape[1]
+    return stats_from_histograms([torch.bincount(x[:, c].reshape(-1), minlength=256).double()
+                                  for c in range(x.shape[1])])
+
+
+def stats_from_histograms(hists: Sequence[Any]) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel ``(mean, std)`` in pixel/255 units from one 256-bin histogram per channel (torch
+    or numpy), so that statistics computed in chunks match :class:`Dataset`'s to the last bit."""
     levels = torch.arange(256, dtype=torch.float64) / 255.0
     means, stds = [], []
-    for c in range(x.shape[1]):
-        hist = torch.bincount(x[:, c].reshape(-1), minlength=256).double()
+    for h in hists:
+        hist = torch.as_tensor(h, dtype=torch.float64)
         total = hist.sum()
+        if float(total) == 0:
+            means.append(0.0)
+            stds.append(1.0)
+            continue
         mean = float((hist * levels).sum() / total)
         var = float((hist * (levels - mean) ** 2).sum() / total)
         means.append(mean)

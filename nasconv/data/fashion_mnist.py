@@ -1,23 +1,26 @@
 """Fashion-MNIST: finding the idx files (``--data-dir``, ``NASCONV_DATA``, the Debian package, the
-user cache), downloading them when missing, and parsing the idx format."""
+cache root's ``fashion-mnist/``), downloading them when missing (each checked against its MD5),
+parsing the idx format, and decoding them once into the data cache (:mod:`nasconv.data.store`)."""
 
 from __future__ import annotations
 
 import gzip
 import os
-import urllib.request
 import zlib
 from pathlib import Path
 
 import numpy as np
-import torch
 
+from nasconv.data.cache import fingerprint
 from nasconv.data.dataset import Dataset
+from nasconv.data.download import DOWNLOAD_TIMEOUT_S, fetch, mirror_override
+from nasconv.data.store import Built, ImageWriter, cache_root, file_lock, key_digest, stored_dataset
 from nasconv.errors import DataError
 
 # Where Debian's package ``dataset-fashion-mnist`` installs the idx files.
 SYSTEM_FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
-FASHION_MNIST_CACHE_DIR = Path("~/.cache/nasconv/fashion-mnist")
+#: where downloads go; ``None``: the cache root's ``fashion-mnist/`` (see :func:`cache_root`)
+FASHION_MNIST_CACHE_DIR: Path | None = None
 FASHION_MNIST_MIRRORS = (
     "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
     "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",
@@ -28,12 +31,23 @@ FASHION_MNIST_FILES = {
     "val_x": "t10k-images-idx3-ubyte",
     "val_y": "t10k-labels-idx1-ubyte",
 }
+#: MD5 of each official gzipped file (Debian's package re-compresses them: only downloads are checked)
+FASHION_MNIST_MD5 = {
+    "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+    "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
+    "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
+    "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
+}
 FASHION_MNIST_CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
 )
-# Short, because an offline machine should fail over to the error message, not hang.
-DOWNLOAD_TIMEOUT_S = 10.0
+
+
+def download_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    if FASHION_MNIST_CACHE_DIR is not None:
+        return Path(FASHION_MNIST_CACHE_DIR).expanduser()
+    return cache_root(cache_dir) / "fashion-mnist"
 
 
 def fashion_files(directory: Path) -> dict[str, Path]:
@@ -45,7 +59,8 @@ def fashion_files(directory: Path) -> dict[str, Path]:
     return out
 
 
-def _fashion_candidates(data_dir: str | os.PathLike[str] | None) -> list[tuple[str, Path]]:
+def _fashion_candidates(data_dir: str | os.PathLike[str] | None,
+                        cache_dir: str | os.PathLike[str] | None) -> list[tuple[str, Path]]:
     found: list[tuple[str, Path]] = []
     if data_dir is not None:
         d = Path(data_dir).expanduser()
@@ -55,17 +70,18 @@ def _fashion_candidates(data_dir: str | os.PathLike[str] | None) -> list[tuple[s
         d = Path(env).expanduser()
         found += [("NASCONV_DATA", d), ("NASCONV_DATA", d / "fashion-mnist")]
     found.append(("dataset-fashion-mnist", SYSTEM_FASHION_MNIST_DIR))
-    found.append(("cache", FASHION_MNIST_CACHE_DIR.expanduser()))
+    found.append(("cache", download_dir(cache_dir)))
     return found
 
 
-def find_fashion_mnist(data_dir: str | os.PathLike[str] | None) -> Path:
+def find_fashion_mnist(data_dir: str | os.PathLike[str] | None,
+                       cache_dir: str | os.PathLike[str] | None = None) -> Path:
     for origin, given in (("--data-dir", data_dir), ("NASCONV_DATA", os.environ.get("NASCONV_DATA"))):
         if given and not Path(given).expanduser().is_dir():
             # A mistyped folder would otherwise fall through to another copy without a word.
             raise DataError(f"{origin} {Path(given).expanduser()} is not a directory")
     looked = []
-    for origin, directory in _fashion_candidates(data_dir):
+    for origin, directory in _fashion_candidates(data_dir, cache_dir):
         files = fashion_files(directory)
         present = [p for p in files.values() if p.is_file()]
         if len(present) == len(files):
@@ -75,7 +91,8 @@ def find_fashion_mnist(data_dir: str | os.PathLike[str] | None) -> Path:
             missing = ", ".join(p.name for p in files.values() if not p.is_file())
             raise DataError(f"Fashion-MNIST in {directory} ({origin}) is incomplete: missing {missing}")
         looked.append(str(directory))
-    cache = FASHION_MNIST_CACHE_DIR.expanduser()
+    cache = download_dir(cache_dir)
+    mirrors = _mirrors()
     try:
         _download_fashion_mnist(cache)
     except DataError as exc:
@@ -83,9 +100,14 @@ def find_fashion_mnist(data_dir: str | os.PathLike[str] | None) -> Path:
             f"Fashion-MNIST not found (looked in {', '.join(looked)}) and download failed ({exc}); "
             f"pass --data-dir DIR or set NASCONV_DATA=DIR to a folder with the four idx files, "
             f"or run `apt-get install dataset-fashion-mnist`, or download them from "
-            f"{FASHION_MNIST_MIRRORS[0]} into {cache}"
+            f"{mirrors[0]} into {cache}"
         ) from None
     return cache
+
+
+def _mirrors() -> tuple[str, ...]:
+    override = mirror_override()
+    return (override,) if override else FASHION_MNIST_MIRRORS
 
 
 def _download_fashion_mnist(directory: Path) -> None:
@@ -94,31 +116,32 @@ def _download_fashion_mnist(directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DataError(f"cannot create {directory}: {exc.strerror}") from None
+    mirrors = _mirrors()
+    with file_lock(directory / ".download.lock", f"to finish downloading Fashion-MNIST into {directory}"):
+        _download_missing(directory, mirrors)
+
+
+def _download_missing(directory: Path, mirrors: tuple[str, ...]) -> None:
     for stem in FASHION_MNIST_FILES.values():
         dest = directory / f"{stem}.gz"
         if dest.is_file() or (directory / stem).is_file():
             continue
         errors = []
-        for mirror in FASHION_MNIST_MIRRORS:
+        for mirror in mirrors:
             try:
                 _download_file(mirror + dest.name, dest)
                 break
-            except OSError as exc:  # URLError, timeouts and disk errors are all OSErrors
+            except DataError as exc:  # says which URL
+                errors.append(str(exc))
+            except OSError as exc:
                 errors.append(f"{mirror}: {getattr(exc, 'reason', exc)}")
         else:
             raise DataError("; ".join(errors))
 
 
 def _download_file(url: str, dest: Path) -> None:
-    """Download ``url`` to ``dest`` atomically, so an interrupted download leaves no half file."""
-    tmp = dest.with_name(dest.name + ".part")
-    try:
-        with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response, open(tmp, "wb") as f:
-            while chunk := response.read(1 << 20):
-                f.write(chunk)
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """Download ``url`` to ``dest`` atomically and check it against the official MD5."""
+    fetch(url, dest, FASHION_MNIST_MD5.get(dest.name), timeout=DOWNLOAD_TIMEOUT_S)
 
 
 def _read_maybe_gzip(path: Path) -> bytes:
@@ -154,8 +177,14 @@ def read_idx(path: str | os.PathLike[str], ndim: int) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
 
 
-def load_fashion_mnist(directory: Path) -> Dataset:
+def load_fashion_mnist(directory: Path, *, cache_dir: str | os.PathLike[str] | None = None) -> Dataset:
+    """The four idx files in ``directory``, through the data cache."""
     files = fashion_files(directory)
+    key = {"files": key_digest(fingerprint(files.values()))}
+    return stored_dataset("fashion-mnist", key, lambda writer: _decode(directory, files, writer), cache_dir=cache_dir)
+
+
+def _decode(directory: Path, files: dict[str, Path], writer: ImageWriter) -> Built:
     split = {}
     for which in ("train", "val"):
         x = read_idx(files[f"{which}_x"], 3)
@@ -166,13 +195,13 @@ def load_fashion_mnist(directory: Path) -> Dataset:
         if len(y) and int(y.max()) >= len(FASHION_MNIST_CLASSES):
             raise DataError(f"{files[f'{which}_y']} has label {int(y.max())}, "
                             f"expected < {len(FASHION_MNIST_CLASSES)}")
-        split[which] = (torch.from_numpy(x.copy()).unsqueeze(1),
-                        torch.from_numpy(y.astype(np.int64)))
-    return Dataset(
-        name="fashion-mnist",
-        train_x=split["train"][0], train_y=split["train"][1],
-        val_x=split["val"][0], val_y=split["val"][1],
-        num_classes=len(FASHION_MNIST_CLASSES),
-        classes=FASHION_MNIST_CLASSES,
-        source=str(directory),
-    )
+        split[which] = (x, y.astype(np.int64))
+    (train_x, train_y), (val_x, val_y) = split["train"], split["val"]
+    if train_x.shape[1:] != val_x.shape[1:]:
+        raise DataError(f"{files['train_x']} holds {train_x.shape[1:]} images but {files['val_x']} "
+                        f"holds {val_x.shape[1:]}")
+    out = writer.images(len(train_x), len(val_x), (1, *train_x.shape[1:]))
+    out[:len(train_x), 0] = train_x
+    out[len(train_x):, 0] = val_x
+    return Built(name="fashion-mnist", source=str(directory), classes=FASHION_MNIST_CLASSES,
+                 train_y=train_y, val_y=val_y)

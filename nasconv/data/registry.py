@@ -2,13 +2,17 @@
 
 * ``fashion-mnist`` (default): the real 70,000 grey 28x28 images; ``train`` is the 60k train
   split, ``val`` the 10k t10k split (never trained on).
-* ``cifar10:DIR``: the standard python pickle batches.
+* ``cifar10``, ``cifar100``: found in ``--data-dir``, ``$NASCONV_DATA`` or the cache, else
+  downloaded (see :mod:`nasconv.data.cifar_sources`); ``cifar10:DIR``, ``cifar100:DIR``: from DIR
+  (the python version's files, the official tarball, or ``train/`` and ``test/`` image folders).
 * ``imagefolder:DIR``: one sub-folder of PNG/JPEG files per class, with or without
   ``train/`` and ``val/`` (or ``test/``) splits.
 * ``synthetic`` or ``synthetic:N``: random images with a class signal, for smoke tests only.
 
-Each entry also says how its cache key is made, so that repeated loads in one process are free,
-and how :func:`check_spec` checks a spec without loading it (before a search writes anything).
+Everything but ``synthetic`` is decoded once into the data cache (:mod:`nasconv.data.store`) and
+memory-mapped from then on, in every process. Each entry also says how its process cache key is
+made, so that repeated loads in one process are free, and how :func:`check_spec` checks a spec
+without loading it (before a search writes anything).
 """
 
 from __future__ import annotations
@@ -19,10 +23,12 @@ from pathlib import Path
 from typing import Callable, Literal
 
 from nasconv.data.cache import cached, fingerprint
-from nasconv.data.cifar10 import CIFAR_FILES, cifar_dir, load_cifar10
+from nasconv.data.cifar import CIFAR10, CIFAR100, CifarKind, cifar_files, load_cifar
+from nasconv.data.cifar_sources import check_cifar, locate_cifar
 from nasconv.data.dataset import Dataset
 from nasconv.data.fashion_mnist import fashion_files, find_fashion_mnist, load_fashion_mnist
 from nasconv.data.imagefolder import load_imagefolder, scan_imagefolder
+from nasconv.data.store import cache_root
 from nasconv.data.synthetic import DEFAULT_SYNTHETIC_SIZE, make_synthetic, parse_count
 from nasconv.data.transforms import parse_size
 from nasconv.errors import DataError, UnknownNameError, UsageError
@@ -38,6 +44,11 @@ class _Request:
     val_fraction: float
     seed: int
     image_size: int | tuple[int, int] | None
+    cache_dir: str | os.PathLike[str] | None = None
+
+    @property
+    def cache_root(self) -> str:
+        return str(cache_root(self.cache_dir))
 
 
 @dataclass(frozen=True)
@@ -51,15 +62,25 @@ class _Format:
 
 
 def _open_fashion_mnist(req: _Request) -> Dataset:
-    directory = find_fashion_mnist(req.data_dir)
-    return cached(("fashion-mnist", fingerprint(fashion_files(directory).values())),
-                  lambda: load_fashion_mnist(directory))
+    directory = find_fashion_mnist(req.data_dir, req.cache_dir)
+    return cached(("fashion-mnist", fingerprint(fashion_files(directory).values()), req.cache_root),
+                  lambda: load_fashion_mnist(directory, cache_dir=req.cache_dir))
 
 
-def _open_cifar10(req: _Request) -> Dataset:
-    directory = cifar_dir(req.arg)
-    files = [directory / n for n in CIFAR_FILES]
-    return cached(("cifar10", fingerprint(files)), lambda: load_cifar10(directory))
+def _open_cifar(kind: CifarKind) -> Callable[[_Request], Dataset]:
+    def open_(req: _Request) -> Dataset:
+        found = locate_cifar(kind, req.arg, req.data_dir, req.cache_dir)
+        if found.layout == "imagefolder":
+            scan = scan_imagefolder(found.path)
+            if len(scan.classes) != kind.num_classes:
+                raise DataError(f"{found.path} has {len(scan.classes)} class folders; "
+                                f"{kind.title} has {kind.num_classes}")
+            return cached((kind.name, "folder", str(scan.root), scan.digest, req.cache_root),
+                          lambda: load_imagefolder(scan, None, req.val_fraction, req.seed,
+                                                   cache_dir=req.cache_dir, name=kind.name))
+        return cached((kind.name, fingerprint(cifar_files(found.path, kind)), req.cache_root),
+                      lambda: load_cifar(found.path, kind, cache_dir=req.cache_dir))
+    return open_
 
 
 def _check_fashion_mnist(req: _Request) -> None:
@@ -70,13 +91,8 @@ def _check_fashion_mnist(req: _Request) -> None:
             raise DataError(f"{origin} {Path(given).expanduser()} is not a directory")
 
 
-def _check_cifar10(req: _Request) -> None:
-    directory = cifar_dir(req.arg)
-    if not directory.is_dir():
-        raise DataError(f"CIFAR-10 folder {directory} does not exist")
-    missing = [n for n in CIFAR_FILES if not (directory / n).is_file()]
-    if missing:
-        raise DataError(f"CIFAR-10 folder {directory} lacks {', '.join(missing)} (the python version's batches)")
+def _check_cifar(kind: CifarKind) -> Callable[[_Request], None]:
+    return lambda req: check_cifar(kind, req.arg, req.data_dir)
 
 
 def _check_imagefolder(req: _Request) -> None:
@@ -93,12 +109,10 @@ def _check_synthetic(req: _Request) -> None:
 
 def _open_imagefolder(req: _Request) -> Dataset:
     size = parse_size(req.image_size)
-    root = Path(req.arg).expanduser()
-    splits = scan_imagefolder(root)
-    files = [p for split in splits.values() for paths in split.values() for p in paths]
-    key = ("imagefolder", fingerprint(files), size,
-           None if "val" in splits else (req.val_fraction, req.seed))
-    return cached(key, lambda: load_imagefolder(root, splits, size, req.val_fraction, req.seed))
+    scan = scan_imagefolder(Path(req.arg).expanduser())
+    key = ("imagefolder", str(scan.root), scan.digest, size,
+           None if scan.has_val else (req.val_fraction, req.seed), req.cache_root)
+    return cached(key, lambda: load_imagefolder(scan, size, req.val_fraction, req.seed, cache_dir=req.cache_dir))
 
 
 def _open_synthetic(req: _Request) -> Dataset:
@@ -112,7 +126,8 @@ _FORMATS: dict[str, _Format] = {
     "fashion-mnist": _FASHION_MNIST,
     "fashion_mnist": _FASHION_MNIST,
     "fashionmnist": _FASHION_MNIST,
-    "cifar10": _Format("cifar10:DIR", _open_cifar10, arg="required", check=_check_cifar10),
+    "cifar10": _Format("cifar10[:DIR]", _open_cifar(CIFAR10), arg="optional", check=_check_cifar(CIFAR10)),
+    "cifar100": _Format("cifar100[:DIR]", _open_cifar(CIFAR100), arg="optional", check=_check_cifar(CIFAR100)),
     "imagefolder": _Format("imagefolder:DIR", _open_imagefolder, arg="required", sized=True,
                            check=_check_imagefolder),
     "synthetic": _Format("synthetic", _open_synthetic, arg="optional", check=_check_synthetic),
@@ -128,28 +143,35 @@ def load_dataset(
     val_fraction: float = 0.1,
     seed: int = 0,
     image_size: int | tuple[int, int] | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
 ) -> Dataset:
-    """Load the dataset named by ``spec`` (see the module docstring) into memory.
+    """Load the dataset named by ``spec`` (see the module docstring).
 
-    ``data_dir`` is where to look first for Fashion-MNIST. ``val_fraction`` and ``seed`` choose
-    the held-out images of an ``imagefolder`` without splits and of ``synthetic``.
-    ``image_size`` (``imagefolder`` only; an int means square) is the size every image is
-    resized to; by default, the most common size. Repeated loads in one process are free.
+    ``data_dir`` is where to look first for Fashion-MNIST and CIFAR. ``val_fraction`` and
+    ``seed`` choose the held-out images of an ``imagefolder`` without splits and of
+    ``synthetic``. ``image_size`` (``imagefolder`` only; an int means square) is the size every
+    image is stored at; by default, the rule of :mod:`nasconv.data.imagefolder`. ``cache_dir``
+    is the data cache's folder (default ``$NASCONV_CACHE_DIR``, else the user cache): the first
+    load decodes into it, later ones, in any process, memory-map it. Repeated loads in one
+    process are free.
     """
-    fmt, req = _parse(spec, data_dir, val_fraction, seed, image_size)
+    fmt, req = _parse(spec, data_dir, val_fraction, seed, image_size, cache_dir)
     return fmt.open(req)
 
 
 def check_spec(spec: str = "fashion-mnist", data_dir: str | os.PathLike[str] | None = None, *,
-               image_size: int | tuple[int, int] | None = None) -> None:
+               image_size: int | tuple[int, int] | None = None,
+               cache_dir: str | os.PathLike[str] | None = None) -> None:
     """Raise what :func:`load_dataset` would for a malformed spec or missing folders and files,
-    without reading any image (a search checks its data so before it writes anything)."""
-    fmt, req = _parse(spec, data_dir, 0.1, 0, image_size)
+    without reading any image, downloading or decoding (a search checks its data so before it
+    writes anything)."""
+    fmt, req = _parse(spec, data_dir, 0.1, 0, image_size, cache_dir)
     fmt.check(req)
 
 
 def _parse(spec: str, data_dir: str | os.PathLike[str] | None, val_fraction: float, seed: int,
-           image_size: int | tuple[int, int] | None) -> tuple[_Format, _Request]:
+           image_size: int | tuple[int, int] | None,
+           cache_dir: str | os.PathLike[str] | None) -> tuple[_Format, _Request]:
     if not isinstance(spec, str):
         raise UsageError(f"dataset spec must be a string, got {type(spec).__name__}")
     if not 0.0 <= val_fraction < 1.0:
@@ -160,4 +182,4 @@ def _parse(spec: str, data_dir: str | os.PathLike[str] | None, val_fraction: flo
         raise UsageError(f"image_size applies to imagefolder datasets only, not {spec!r}")
     if fmt is None or (fmt.arg == "none" and arg) or (fmt.arg == "required" and not arg):
         raise UnknownNameError("dataset", spec, KNOWN_SPECS)
-    return fmt, _Request(spec, arg, data_dir, val_fraction, seed, image_size)
+    return fmt, _Request(spec, arg, data_dir, val_fraction, seed, image_size, cache_dir)

@@ -38,7 +38,8 @@ class SearchConfig:
     workers: int = 1
     cpus_per_worker: int | None = None
     address: str | None = None
-    #: GPUs per evaluation; with any, evaluations run on CUDA (an EvalConfig left on "cpu" is moved there)
+    #: GPUs per evaluation; with any, evaluations run on CUDA (an EvalConfig left on "auto" or "cpu"
+    #: is moved there)
     gpus_per_trial: float = 0.0
     eval: EvalConfig = field(default_factory=EvalConfig)
     evaluate_baseline: bool = True
@@ -55,6 +56,8 @@ class SearchConfig:
     eta: float = 3.0
     #: front members at the top rung are evaluated again with this many further seeds
     repeats: int = 0
+    #: why the evaluation data was chosen when the user named none (stamped on a new study)
+    data_choice: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "objectives", tuple(self.objectives))
@@ -84,10 +87,12 @@ class SearchConfig:
             raise UsageError(f"objectives must be distinct, got {','.join(self.objectives)}")
         if self.runner not in RUNNERS:
             raise UsageError(f"runner must be ray or inline, got {self.runner!r}")
-        if self.gpus_per_trial and self.eval.device == "cpu":
+        if self.gpus_per_trial and self.eval.device in ("auto", "cpu"):
             # A GPU task evaluates on its GPU: that is what the GPUs were asked for.
             object.__setattr__(self, "eval", dataclasses.replace(self.eval, device="cuda"))
         self.eval.check()
+        # "auto" resolved here, on the driver: the study stores, keys and sends its workers what it means
+        object.__setattr__(self, "eval", self.eval.resolved())
         self.fidelity.check()
         if self.fidelity.tracked and self.eval.proxy != "train":
             raise UsageError(f"--rungs and --repeats need the training proxy: a zero-cost score ({self.eval.proxy}) "

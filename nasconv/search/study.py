@@ -119,6 +119,8 @@ def open_study(storage: optuna.storages.BaseStorage, name: str, cfg: SearchConfi
         extra = {"eval_config": cfg.eval.to_dict(), "sampler": sampler_name(cfg, {}), "seed": cfg.seed,
                  "nasconv_version": __version__, "budget_limits": budget.to_dict(),
                  "fidelity": cfg.fidelity.identity()}
+        if cfg.data_choice:
+            extra["data_choice"] = f"{cfg.eval.data}: {cfg.data_choice}"
         stamp = {**extra, **identity}
         stamp["space"] = stamp.pop("space")  # last
         for key, value in stamp.items():
