@@ -48,6 +48,9 @@ bench: setup
 	$(BIN)/python benchmarks/search_quality.py
 	$(BIN)/python benchmarks/sampler_surrogate.py
 	$(BIN)/python benchmarks/proxy_fidelity.py
+	$(BIN)/python benchmarks/data_pipeline.py
+	$(BIN)/python benchmarks/precision_fidelity.py
+	$(BIN)/python benchmarks/latency_isolation.py
 
 clean:
 	rm -rf $(VENV) *.egg-info

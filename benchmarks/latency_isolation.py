@@ -49,7 +49,7 @@ def run_search(mode: str, args: argparse.Namespace, workdir: Path) -> float:
     workers, lock = MODES[mode]
     db = workdir / f"{mode}.db"
     env = dict(os.environ, NASCONV_LATENCY_LOCK="1" if lock else "0", NASCONV_LOCK_DIR=str(workdir / "locks"))
-    cmd = [sys.executable, "-m", "nasconv", "search", "--space", args.space, "--budget", args.budget,
+    cmd = [sys.executable, "-m", "nasconv.cli", "search", "--space", args.space, "--budget", args.budget,
            "--trials", str(args.trials), "--workers", str(workers), "--storage", f"sqlite:///{db}",
            "--study", mode, "--no-baseline", "--seed", str(args.seed), "--train-images", str(args.train_images),
            "--device", "cpu", "--data", args.data, "--json"]
@@ -93,7 +93,11 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return {"n": len(rows), "rho": spearman(a, b), "rho_ci": [lo, hi], "median_rel_change": statistics.median(rel),
             "threads": sorted({r["threads"] for r in rows}),
             "isolated": sorted({str(r["isolated"]) for r in rows}),
-            "median_wait_s": statistics.median([r["wait_s"] or 0.0 for r in rows])}
+            "median_wait_s": _median([r["wait_s"] for r in rows if r["wait_s"] is not None])}
+
+
+def _median(xs: list[float]) -> float | None:
+    return statistics.median(xs) if xs else None
 
 
 def report(res: dict[str, Any], args: argparse.Namespace) -> str:
@@ -118,7 +122,7 @@ def report(res: dict[str, Any], args: argparse.Namespace) -> str:
             continue
         lines.append(f"| {mode} | {workers} | {'on' if lock else 'off'} | {s['n']} | {','.join(map(str, s['threads']))} "
                      f"| {s['rho']:.2f} [{s['rho_ci'][0]:.2f}, {s['rho_ci'][1]:.2f}] | {s['median_rel_change']:.1%} "
-                     f"| {s['median_wait_s']:.2f} s | {s['wall_s'] / 60:.1f} min |")
+                     f"| {_wait(s['median_wait_s'])} | {s['wall_s'] / 60:.1f} min |")
     w1, w2 = res["modes"].get("w1"), res["modes"].get("w2-lock")
     if w1 and w2:
         holds = w2["rho"] >= w1["rho"]
@@ -127,6 +131,10 @@ def report(res: dict[str, Any], args: argparse.Namespace) -> str:
                   f"{w1['rho']:.2f}); the intervals overlap" if _overlap(w1, w2) else
                   f"- Goal: **{'holds' if holds else 'does not hold'}** ({w2['rho']:.2f} vs {w1['rho']:.2f})"]
     return "\n".join(lines) + "\n"
+
+
+def _wait(w: float | None) -> str:
+    return "not stored" if w is None else f"{w:.2f} s"
 
 
 def _overlap(a: dict[str, Any], b: dict[str, Any]) -> bool:

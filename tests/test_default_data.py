@@ -38,6 +38,9 @@ def test_without_data_a_new_study_says_and_stamps_its_choice_and_a_resumed_one_k
     assert attrs["eval_config"]["data"] == "fashion-mnist"
     assert attrs["data_choice"].startswith("fashion-mnist: CIFAR-10 not found")
     assert attrs["eval_config"]["device"] == "cpu" and attrs["eval_config"]["train"]["precision"] == "fp32"
+    trial = optuna.load_study(study_name="d", storage=storage).trials[0]
+    assert trial.user_attrs["latency_isolated"] is True and trial.user_attrs["latency_wait_s"] >= 0
+    assert trial.user_attrs["precision"] == "fp32"
 
     # CIFAR-10 appears (in $NASCONV_DATA): the stored study keeps its data, a new one takes CIFAR-10.
     write_cifar10(tmp_path / "data" / "cifar-10-batches-py", per_batch=40)

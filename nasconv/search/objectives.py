@@ -16,8 +16,8 @@ from nasconv.search.config import OBJECTIVES
 
 #: what each evaluated trial carries as user attributes (besides arch, status, ...)
 TRIAL_ATTRS = ("accuracy", "accuracy_se", "accuracy_ci", "val_images", "score", "proxy", "latency_ms", "latency_ci_ms",
-               "latency_iqr_ms", "latency_rel_iqr", "latency_capped",
-               "latency_batch", "latency_resolution", "device", "device_name", "threads", "train_time_s",
+               "latency_iqr_ms", "latency_rel_iqr", "latency_capped", "latency_isolated", "latency_wait_s",
+               "precision", "latency_batch", "latency_resolution", "device", "device_name", "threads", "train_time_s",
                "eval_time_s", "diverged", "diverged_step", "steps", "torch_version", "nasconv_version", "node",
                "node_ip", "ray_node_id", "worker_pid", "settings_key")
 
