@@ -66,9 +66,9 @@ class DeviceGate:
     :meth:`close` releases): two gates on the same device exclude each other even within one
     process, because ``flock`` locks belong to open files, not to processes."""
 
-    def __init__(self, device: torch.device, *, directory: Path | None = None) -> None:
+    def __init__(self, device: torch.device, *, directory: Path | None = None, key: str | None = None) -> None:
         self.device = device
-        self.key = device_key(device)
+        self.key = key or device_key(device)
         self.isolated = False
         self._fds: tuple[int, int] | None = None
         self._sync: Callable[[], None] | None = None

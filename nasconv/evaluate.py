@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -23,7 +24,7 @@ from nasconv.cost import estimate_cost
 from nasconv.data import load_dataset, prepare_batch, subset
 from nasconv.device_lock import DeviceGate
 from nasconv.errors import UnknownNameError, UsageError
-from nasconv.faults import fault_point
+from nasconv.faults import fault_point, simulated_cuda
 from nasconv.precision import resolve_precision
 from nasconv.profile import measure_latency, pick_device, resolve_device
 from nasconv.proxies import ZERO_COST_PROXIES, zero_cost_score
@@ -165,7 +166,7 @@ def evaluate(arch: ArchSpec, config: EvalConfig | None = None, *,
     cfg = cfg.resolved()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    device = resolve_device(cfg.device)
+    device, lock_key = _device(cfg.device)
     t0 = time.perf_counter()
     cost = estimate_cost(arch)
     out: dict[str, Any] = {
@@ -178,7 +179,7 @@ def evaluate(arch: ArchSpec, config: EvalConfig | None = None, *,
     ds = load_dataset(cfg.data, data_dir=cfg.data_dir, seed=cfg.train.seed, cache_dir=cfg.cache_dir)
     # The device to itself while a latency is timed: this evaluation's steps hold it shared, its
     # timing exclusively, against every other nasconv evaluation on this node (nasconv.device_lock).
-    with DeviceGate(device) as gate:
+    with DeviceGate(device, key=lock_key) as gate:
         if cfg.proxy == "train":
             _train(arch, cfg, ds, device, gate, out, progress, keep_weights)
         else:
@@ -188,8 +189,21 @@ def evaluate(arch: ArchSpec, config: EvalConfig | None = None, *,
             _latency(arch, cfg, device, gate, out)
         else:
             out.update(latency_ms=None, device=device.type, threads=torch.get_num_threads())
+    if cfg.device.startswith("cuda"):
+        out["cuda_visible_devices"] = os.environ.get("CUDA_VISIBLE_DEVICES")
+        if lock_key is not None:
+            out.update(device="cuda", simulated_cuda=True)
     out["eval_time_s"] = time.perf_counter() - t0
     return out
+
+
+def _device(name: str) -> tuple[torch.device, str | None]:
+    """The torch device to compute on, and the latency-lock key when it is not the device's own:
+    under the GPU-scheduling tests' seam (:func:`nasconv.faults.simulated_cuda`) a ``cuda``
+    evaluation computes on the CPU, locking the GPU Ray assigned it."""
+    if simulated_cuda() and name.startswith("cuda"):
+        return torch.device("cpu"), f"cuda-{os.environ.get('CUDA_VISIBLE_DEVICES') or 'none'}"
+    return resolve_device(name), None
 
 
 def _train(arch: ArchSpec, cfg: EvalConfig, ds: Any, device: torch.device, gate: DeviceGate, out: dict[str, Any],

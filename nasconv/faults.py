@@ -43,3 +43,14 @@ def fault_point(name: str, detail: Any = "") -> None:
                 except FileExistsError:
                     return
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+#: ``NASCONV_TEST_SIMULATE_CUDA=1``: the seam of the GPU-scheduling tests (machines without a GPU).
+#: A ``cuda`` device then stands for the GPU Ray assigned the task (``CUDA_VISIBLE_DEVICES``): the
+#: evaluation computes on the CPU in its place and records ``device: cuda`` with
+#: ``simulated_cuda: true``; its latency lock is that GPU's. Never set outside tests.
+SIMULATE_CUDA_ENV = "NASCONV_TEST_SIMULATE_CUDA"
+
+
+def simulated_cuda() -> bool:
+    return os.environ.get(SIMULATE_CUDA_ENV, "") == "1"

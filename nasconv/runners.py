@@ -35,17 +35,21 @@ def run_job(fn: Callable[..., dict[str, Any]], arch_dict: dict[str, Any], config
 
     if threads:
         torch.set_num_threads(threads)
-    t0 = time.perf_counter()
+    t0, started = time.perf_counter(), time.time()
     result = dict(fn(arch_dict, config_dict))
     result.setdefault("node", socket.gethostname())
     result["worker_pid"] = os.getpid()
     result["worker_wall_s"] = time.perf_counter() - t0
+    result["worker_span"] = [started, time.time()]  # wall-clock seconds: when it ran, for timelines
     try:
         import ray
 
         if ray.is_initialized():
             result["ray_node_id"] = ray.get_runtime_context().get_node_id()
             result["node_ip"] = ray.util.get_node_ip_address()
+            gpus = ray.get_gpu_ids()
+            if gpus:  # the GPU(s) Ray assigned this task, as it set them in CUDA_VISIBLE_DEVICES
+                result["gpu_ids"] = [str(g) for g in gpus]
     except Exception:  # not under Ray
         pass
     return result

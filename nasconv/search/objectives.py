@@ -19,7 +19,8 @@ TRIAL_ATTRS = ("accuracy", "accuracy_se", "accuracy_ci", "val_images", "score", 
                "latency_iqr_ms", "latency_rel_iqr", "latency_capped", "latency_isolated", "latency_wait_s",
                "precision", "latency_batch", "latency_resolution", "device", "device_name", "threads", "train_time_s",
                "eval_time_s", "diverged", "diverged_step", "steps", "torch_version", "nasconv_version", "node",
-               "node_ip", "ray_node_id", "worker_pid", "settings_key")
+               "node_ip", "ray_node_id", "worker_pid", "worker_span", "gpu_ids", "cuda_visible_devices",
+               "simulated_cuda", "settings_key")
 
 
 def objective_values(metrics: dict[str, Any], objectives: Sequence[str]) -> list[float] | None:
