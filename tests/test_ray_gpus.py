@@ -5,8 +5,10 @@ assigned it). The search, the runner, the evaluation and the latency lock are th
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -14,9 +16,8 @@ from pathlib import Path
 import optuna
 import pytest
 
-from nasconv.errors import NasconvError
 from nasconv.evaluate import EvalConfig
-from nasconv.search import SearchConfig, run_search
+from nasconv.search import SearchConfig
 from nasconv.train import TrainConfig
 from tests.conftest import RayNode, _unavailable, free_port
 
@@ -63,6 +64,17 @@ def crashing_gpu_node():
     yield from _gpu_node(NASCONV_TEST_CRASH_AT="during_eval:1", NASCONV_TEST_CRASH_MARK="{tmp}/crashed")
 
 
+def _search(address: str, storage: str, study: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``nasconv search`` in its own process: a driver that joined this cluster leaves no Ray state
+    behind in the test process (a later local ``ray.init`` there must start afresh)."""
+    cmd = [sys.executable, "-m", "nasconv.cli", "search", "--space", "resnet20", "--sampler", "random",
+           "--storage", storage, "--study", study, "--address", address, "--cpus-per-worker", "1",
+           "--no-baseline", "--json", "--data", "synthetic:300", "--train-images", "256", "--batch-size", "32",
+           "--resolution", "16", "--precision", "fp32", *args]
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+
+
 def _eval(device: str = "auto") -> EvalConfig:
     # fp32: the seam computes on this CPU, which has no native bf16 (auto would pick bf16 for a GPU)
     return EvalConfig(data="synthetic:300", device=device, latency_max_time_s=0.3,
@@ -80,15 +92,14 @@ def _max_overlap(spans: list[tuple[float, float]]) -> int:
 
 
 @pytest.mark.slow
-def test_half_gpu_trials_run_four_at_a_time_each_on_the_gpu_ray_assigned(gpu_node, tmp_path, monkeypatch):
+def test_half_gpu_trials_run_four_at_a_time_each_on_the_gpu_ray_assigned(gpu_node, tmp_path):
     address, tmp = gpu_node
     locks = tmp / "locks"
-    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     storage = f"sqlite:///{tmp_path / 'g.db'}"
-    res = run_search(SearchConfig(space="resnet20", trials=10, sampler="random", storage=storage, study_name="g",
-                                  address=address, workers=6, cpus_per_worker=1, gpus_per_trial=0.5,
-                                  eval=_eval(), evaluate_baseline=False, progress=False))
-    assert res.evaluated == 10 and res.failed == 0
+    out = _search(address, storage, "g", "--trials", "10", "--workers", "6", "--gpus-per-trial", "0.5")
+    assert out.returncode == 0, out.stderr
+    res = json.loads(out.stdout)
+    assert res["evaluated"] == 10 and res["failed"] == 0
     trials = [t for t in optuna.load_study(study_name="g", storage=storage).trials
               if t.state == optuna.trial.TrialState.COMPLETE]
     a = [t.user_attrs for t in trials]
@@ -107,15 +118,12 @@ def test_half_gpu_trials_run_four_at_a_time_each_on_the_gpu_ray_assigned(gpu_nod
 
 
 @pytest.mark.slow
-def test_more_gpus_per_trial_than_the_cluster_has_is_one_line(gpu_node, tmp_path, monkeypatch):
+def test_more_gpus_per_trial_than_the_cluster_has_is_one_line(gpu_node, tmp_path):
     address, _ = gpu_node
-    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     storage = f"sqlite:///{tmp_path / 'g.db'}"
-    with pytest.raises(NasconvError) as info:
-        run_search(SearchConfig(space="resnet20", trials=2, storage=storage, study_name="big", address=address,
-                                workers=1, cpus_per_worker=1, gpus_per_trial=3, eval=_eval(),
-                                evaluate_baseline=False, progress=False))
-    assert "\n" not in str(info.value) and "the Ray cluster has 2 GPUs" in str(info.value)
+    out = _search(address, storage, "big", "--trials", "2", "--gpus-per-trial", "3")
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 1 and len(lines) == 1 and "the Ray cluster has 2 GPUs" in lines[0], out.stderr
 
 
 def test_auto_is_the_cpu_without_gpus_per_trial_on_a_machine_without_cuda():
@@ -129,15 +137,14 @@ def test_auto_is_the_cpu_without_gpus_per_trial_on_a_machine_without_cuda():
 
 
 @pytest.mark.slow
-def test_a_worker_killed_mid_evaluation_on_a_gpu_node_is_retried(crashing_gpu_node, tmp_path, monkeypatch):
+def test_a_worker_killed_mid_evaluation_on_a_gpu_node_is_retried(crashing_gpu_node, tmp_path):
     address, tmp = crashing_gpu_node
-    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     storage = f"sqlite:///{tmp_path / 'g.db'}"
-    res = run_search(SearchConfig(space="resnet20", trials=3, sampler="random", storage=storage, study_name="k",
-                                  address=address, workers=2, cpus_per_worker=1, gpus_per_trial=0.5,
-                                  eval=_eval(), evaluate_baseline=False, progress=False))
+    out = _search(address, storage, "k", "--trials", "3", "--workers", "2", "--gpus-per-trial", "0.5")
+    assert out.returncode == 0, out.stderr
+    res = json.loads(out.stdout)
     assert (tmp / "crashed").exists()  # a worker was killed in the middle of an evaluation
     # Ray ran the task again on another worker: every candidate evaluated, on its GPU, none failed
-    assert res.evaluated == 3 and res.failed == 0
+    assert res["evaluated"] == 3 and res["failed"] == 0
     trials = optuna.load_study(study_name="k", storage=storage).trials
     assert all(t.user_attrs.get("device") == "cuda" and t.user_attrs.get("gpu_ids") for t in trials)
