@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -61,6 +62,19 @@ def lock_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     return dict(os.environ)
 
 
+def _step_in_thread(gate: DeviceGate) -> tuple[threading.Event, threading.Thread]:
+    """A training step of ``gate`` on another thread; the event is set once the step got the device."""
+    entered = threading.Event()
+
+    def step() -> None:
+        with gate.step():
+            entered.set()
+
+    t = threading.Thread(target=step, daemon=True)
+    t.start()
+    return entered, t
+
+
 def _overlaps(a: list[list[float]], b: list[list[float]]) -> list[tuple[list[float], list[float]]]:
     return [(x, y) for x in a for y in b if x[0] < y[1] and y[0] < x[1]]
 
@@ -93,16 +107,7 @@ def test_a_killed_holder_releases_the_device(tmp_path: Path, lock_env):
     (tmp_path / "x.json.go").touch()
     assert proc.stdout.readline().strip() == "holding"
     with DeviceGate(torch.device("cpu")) as gate:
-        import threading
-
-        entered = threading.Event()
-
-        def step() -> None:
-            with gate.step():
-                entered.set()
-
-        t = threading.Thread(target=step, daemon=True)
-        t.start()
+        entered, t = _step_in_thread(gate)
         assert not entered.wait(0.5)  # blocked while the holder lives
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
@@ -130,16 +135,7 @@ def test_two_gates_in_one_process_exclude_each_other(tmp_path: Path, lock_env):
     a, b = DeviceGate(torch.device("cpu")), DeviceGate(torch.device("cpu"))
     try:
         with a.timing():
-            import threading
-
-            entered = threading.Event()
-
-            def step() -> None:
-                with b.step():
-                    entered.set()
-
-            t = threading.Thread(target=step, daemon=True)
-            t.start()
+            entered, t = _step_in_thread(b)
             assert not entered.wait(0.3)
         assert entered.wait(5)
         t.join(5)
