@@ -45,9 +45,9 @@ def run(args: argparse.Namespace) -> int:
 
         args.data, why = choose_default_data(args.data_dir, args.cache_dir)
     cfg = eval_config(args, space)
-    if why and not args.json:
-        print(f"data: {args.data} ({why}; --data chooses)", flush=True)
     resolve_device(cfg.device)  # fail before loading data
+    if why and not args.json:
+        print(f"data: {args.data} ({why}; --data cifar10:DIR names a copy)", flush=True)
     metrics = evaluate(arch, cfg, progress=_progress_printer(not args.json and sys.stderr.isatty()))
     if args.json:
         print_json(metrics)

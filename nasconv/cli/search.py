@@ -96,7 +96,11 @@ def run(args: argparse.Namespace) -> int:
         repeats=args.repeats, data_choice=data_choice,
     )
     if data_choice and not args.json:
-        print(f"data: {args.data} ({data_choice}; --data chooses)", flush=True)
+        if not cfg.address and not cfg.gpus_per_trial:
+            from nasconv.profile import resolve_device
+
+            resolve_device(cfg.eval.device)  # a bad device is the one line, not after the data line
+        print(f"data: {args.data} ({data_choice}; --data cifar10:DIR names a copy)", flush=True)
     res = run_search(cfg)
     if args.json:
         print_json(dataclasses.asdict(res))

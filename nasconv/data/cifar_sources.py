@@ -175,7 +175,8 @@ def choose_default_data(data_dir: str | os.PathLike[str] | None = None,
     try:
         found = locate_cifar(CIFAR10, "", data_dir, cache_dir)
     except DataError as exc:
-        return "fashion-mnist", str(exc)
+        # the where-it-looked part; the advice on naming a folder is the caller's line to give
+        return "fashion-mnist", str(exc).split("; pass ")[0]
     if found.origin == "download":
         return "cifar10", f"CIFAR-10 downloaded to {found.path}"
     return "cifar10", f"CIFAR-10 found in {found.path} ({found.origin})"
