@@ -304,14 +304,15 @@ def eval_config_for(space: Any, *, full_proxy: bool = False, data: str = "fashio
                     latency_threads: int | None = None, **train_overrides: Any) -> EvalConfig:
     """The checked evaluation settings for candidates of ``space`` (a :class:`~nasconv.spaces.SearchSpace`).
 
-    Training starts from the space's proxy settings, or with ``full_proxy`` from
+    Training starts from the space's proxy settings for the device (on a CUDA GPU its
+    ``proxy_gpu``: the whole candidate, longer, in about a minute), or with ``full_proxy`` from
     :data:`FULL_PROXY_SETTINGS` (what exportable weights need); ``train_overrides`` (TrainConfig
     fields: ``epochs``, ``lr``, ``seed``, ``precision``...) then change single settings, ``None``
     values ignored. ``auto`` device and precision come back resolved (:meth:`EvalConfig.resolved`).
     """
     cfg = EvalConfig(data=data, data_dir=data_dir, cache_dir=cache_dir, proxy=proxy, device=device, latency=latency,
                      latency_batch=latency_batch, latency_threads=latency_threads)
-    base = dict(FULL_PROXY_SETTINGS if full_proxy else space.proxy_settings)
+    base = dict(FULL_PROXY_SETTINGS if full_proxy else space.proxy_settings_for(pick_device(device)))
     cfg = replace(cfg, train=replace(cfg.train, **base))  # here None is a value (max_depth: no limit)
     cfg = with_train_overrides(cfg, **train_overrides)
     cfg.check()

@@ -145,6 +145,10 @@ def _stage2_choices(d, choices):
     (lambda d: d.update(colour="red"), r"colour: unknown key"),
     (lambda d: d.pop("stages"), r"stages: missing"),
     (lambda d: d["stem"].update(type="patchify"), r"stem\.type: must be one of"),
+    (lambda d: d["proxy_gpu"].update(lr=0.1), r"proxy_gpu\.lr: unknown key; accepted: batch_size"),
+    (lambda d: d["proxy_gpu"].update(epochs=0), r"proxy_gpu\.epochs: must be at least 1, got 0"),
+    (lambda d: d["proxy_gpu"].update(batch_size=True), r"proxy_gpu\.batch_size: wrong type"),
+    (lambda d: d["proxy"].update(epochs=3), r"proxy\.epochs: unknown key"),
 ])
 def test_bad_space_files(tmp_path, mutate, match):
     with pytest.raises(SpaceError, match=match):
@@ -175,3 +179,22 @@ def test_arch_from_another_space_is_rejected():
                               + arch.stages[1:])
     with pytest.raises(SpaceError, match=r"stages\[0\]\.op gc\(groups=3\) is not a choice"):
         load_space("resnet50").check_arch(bad)
+
+
+@pytest.mark.parametrize("space_name", list_spaces())
+def test_gpu_proxy_trains_the_whole_candidate_longer(space_name):
+    """On a GPU the proxy trains the whole network (no reduced copy) on more images and epochs than
+    on the CPU, at 32 px; the CPU's settings are untouched; a flag still overrides a setting."""
+    from nasconv.evaluate import eval_config_for
+
+    space = load_space(space_name)
+    cpu, gpu = eval_config_for(space, device="cpu"), eval_config_for(space, device="cuda")
+    assert cpu.train == eval_config_for(space, device="cpu").train and cpu.train.train_images == 8000
+    assert (gpu.train.max_depth, gpu.train.width_factor) == (None, 1.0)
+    assert gpu.train.resolution == 32 and gpu.train.batch_size == 256
+    assert gpu.train.train_images * gpu.train.epochs >= 40 * cpu.train.train_images * cpu.train.epochs
+    assert gpu.train.train_images <= 45000  # fits CIFAR-10 and Fashion-MNIST training splits
+    assert eval_config_for(space, device="cuda:1").train == gpu.train
+    assert eval_config_for(space, device="cuda", epochs=2).train.epochs == 2
+    assert eval_config_for(space, device="cuda", full_proxy=True).train.train_images == cpu.train.train_images
+    assert space.summary()["proxy_gpu"]["epochs"] == gpu.train.epochs

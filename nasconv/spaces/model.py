@@ -65,9 +65,19 @@ class SearchSpace:
     #: how the brief-training proxy reduces this space's candidates (TrainConfig fields:
     #: max_depth, width_factor, small_stem); a space of small networks trains them whole
     proxy: tuple[tuple[str, Any], ...] = ()
+    #: what the proxy trains on a CUDA GPU instead (TrainConfig fields: the reduction keys plus
+    #: train_images, val_images, epochs, batch_size, resolution), over :attr:`proxy`
+    proxy_gpu: tuple[tuple[str, Any], ...] = ()
 
     @property
     def proxy_settings(self) -> dict[str, Any]:
+        return dict(self.proxy)
+
+    def proxy_settings_for(self, device: str) -> dict[str, Any]:
+        """The proxy's training settings on ``device`` (``cpu``, ``cuda`` or ``cuda:N``): on a GPU,
+        ``proxy_gpu`` over ``proxy`` (a GPU trains the whole candidate longer in about a minute)."""
+        if device.startswith("cuda") and self.proxy_gpu:
+            return {**dict(self.proxy), **dict(self.proxy_gpu)}
         return dict(self.proxy)
 
     @functools.cached_property
@@ -155,6 +165,7 @@ class SearchSpace:
             ],
             "architectures": self.size,
             "proxy": self.proxy_settings,
+            "proxy_gpu": self.proxy_settings_for("cuda"),
             **self.cost_bounds(),
             "baseline": {"params": base.params, "macs": base.macs},
         }
@@ -210,8 +221,12 @@ def _req(data: Mapping[str, Any], key: str, kind: type | tuple, where: _Path, pa
 
 
 TOP_KEYS = {"name", "description", "resolution", "in_channels", "num_classes", "stem", "block", "expansion",
-            "choices", "stages", "proxy"}
+            "choices", "stages", "proxy", "proxy_gpu"}
 PROXY_KEYS = {"max_depth": (int, type(None)), "width_factor": (float, int), "small_stem": (bool,)}
+#: a GPU proxy also sets how much it trains (positive ints; val_images None: the whole held-out split)
+GPU_PROXY_KEYS = {**PROXY_KEYS, "train_images": (int,), "val_images": (int, type(None)), "epochs": (int,),
+                  "batch_size": (int,), "resolution": (int,)}
+TRAINING_AMOUNT_KEYS = set(GPU_PROXY_KEYS) - set(PROXY_KEYS)
 STAGE_KEYS = {"depth", "width", "stride", "choices"}
 
 
@@ -294,16 +309,25 @@ def parse_space(data: Any, *, source: str = "<space>") -> SearchSpace:
         h = block_out_size(h, stride)
         if h < 1:
             raise where.error(p, f"the resolution {resolution} is too small for this many strided stages")
-    proxy = data.get("proxy") or {}
-    if not isinstance(proxy, dict):
-        raise where.error("proxy", "must be a mapping of max_depth, width_factor, small_stem")
-    for key, value in proxy.items():
-        if key not in PROXY_KEYS:
-            raise where.error(f"proxy.{key}", f"unknown key; accepted: {', '.join(sorted(PROXY_KEYS))}")
-        if not isinstance(value, PROXY_KEYS[key]) or (key != "small_stem" and isinstance(value, bool)):
-            raise where.error(f"proxy.{key}", f"wrong type: {value!r}")
+    proxy = _proxy_block(data, "proxy", PROXY_KEYS, where)
+    proxy_gpu = _proxy_block(data, "proxy_gpu", GPU_PROXY_KEYS, where)
     return SearchSpace(name, str(data.get("description", "")), resolution, in_channels, num_classes,
-                       stem_type, stem_width, tuple(stages), source, tuple(sorted(proxy.items())))
+                       stem_type, stem_width, tuple(stages), source, tuple(sorted(proxy.items())),
+                       tuple(sorted(proxy_gpu.items())))
+
+
+def _proxy_block(data: dict, name: str, keys: dict[str, tuple[type, ...]], where: "_Path") -> dict[str, Any]:
+    block = data.get(name) or {}
+    if not isinstance(block, dict):
+        raise where.error(name, f"must be a mapping of {', '.join(sorted(keys))}")
+    for key, value in block.items():
+        if key not in keys:
+            raise where.error(f"{name}.{key}", f"unknown key; accepted: {', '.join(sorted(keys))}")
+        if not isinstance(value, keys[key]) or (key != "small_stem" and isinstance(value, bool)):
+            raise where.error(f"{name}.{key}", f"wrong type: {value!r}")
+        if key in TRAINING_AMOUNT_KEYS and value is not None and value < 1:
+            raise where.error(f"{name}.{key}", f"must be at least 1, got {value}")
+    return block
 
 
 def _choice_index(choices_data: list, op: OpChoice) -> int:
