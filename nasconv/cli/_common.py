@@ -96,8 +96,10 @@ def add_eval_args(q: argparse.ArgumentParser) -> None:
     g.add_argument("--augment", action="store_true",
                    help="proxy training with random crops (4 px padding) and horizontal flips")
     g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--train-images", type=int, default=None, help="training images of the proxy (default 8000; on a GPU the space's proxy_gpu, 40000)")
-    g.add_argument("--epochs", type=int, default=None, help="proxy training epochs (default 1; on a GPU the space's proxy_gpu)")
+    g.add_argument("--train-images", type=int, default=None,
+                   help="training images of the proxy (default 8000; on a GPU the space's proxy_gpu: 40000)")
+    g.add_argument("--epochs", type=int, default=None,
+                   help="proxy training epochs (default 1; on a GPU the space's proxy_gpu)")
     g.add_argument("--batch-size", type=int, default=None, help="proxy training batch size (default 64; 256 on a GPU)")
     g.add_argument("--resolution", type=int, default=None, help="proxy training resolution (default 28; 32 on a GPU)")
     g.add_argument("--optimizer", default=None, help="adamw (default) or sgd")
