@@ -19,13 +19,13 @@ that raises is recorded (traceback in the JSON) without stopping the others:
    (``torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False``) during
    the comparison. Analytic params and MACs (``op_cost``) are compared with
    ``FlopCounterMode`` FLOPs / 2 measured on the device (batch 1 and 2).
-2. **Baseline evaluation.** ``nasconv.evaluate`` of ``resnet50``'s baseline on the device with a
-   GPU proxy: the whole network (``max_depth=None``, ``width_factor=1.0``, 3x3/2 stem at 28 px),
-   all 60,000 Fashion-MNIST training images for 2 epochs at batch 256, the 10,000 test images for
-   accuracy (Wilson 95% interval); training time and per-step wall time; latency of the full
+2. **Baseline evaluation.** ``nasconv.evaluate`` of ``resnet50``'s baseline on the device with
+   the GPU default proxy (the space's ``proxy_gpu``: the whole network, 3x3/2 stem at 32 px,
+   40,000 training images for 8 epochs at batch 256, 10,000 validation images for accuracy,
+   Wilson 95% interval): the time of one candidate's evaluation under the GPU defaults; training time and per-step wall time; latency of the full
    network at 224 px with CUDA events (``nasconv.profile.measure_latency``) at batch 1 and 32.
 3. **Inline search.** ``nasconv.run_search`` of 20 candidates on ``resnet50`` within
-   ``4gflops`` (the space's default brief-training proxy, on the device; SQLite in a temporary
+   ``4gflops`` (the CPU's brief-training proxy, a reduced copy, pinned; SQLite in a temporary
    folder; ``runner='inline'``): candidates per minute and, per training step, the share of the
    step's wall time during which the GPU runs nothing (host-bound). Method: the search's own
    training steps are timed on the host (``evaluate``'s progress callback, no profiler); two of
@@ -162,12 +162,17 @@ class Sizes:
     profile_active: int
 
 
+#: the CPU's brief-training proxy of resnet50 (a reduced copy on 8,000 images), pinned for part 3
+CPU_PROXY = {k: getattr(TrainConfig(), k) for k in ("train_images", "val_images", "epochs", "batch_size", "resolution")}
+CPU_PROXY.update(load_space("resnet50").proxy_settings_for("cpu"))
+
 FULL = Sizes(
     check_shapes=CHECK_SHAPES, check_batch=CHECK_BATCH, ops=None, data="fashion-mnist",
-    baseline_train=TrainConfig(train_images=60000, val_images=10000, epochs=2, batch_size=256, resolution=28,
-                               max_depth=None, width_factor=1.0, small_stem=True, seed=0),
+    # the GPU default proxy (the space's proxy_gpu section: what `nasconv search` trains on a GPU)
+    baseline_train=TrainConfig(**load_space("resnet50").proxy_settings_for("cuda"), seed=0),
     latency_resolution=None, latency_batches=(1, 32), latency_max_time_s=5.0,
-    search_trials=SEARCH_TRIALS, search_train={}, search_latency_resolution=None, search_latency_max_time_s=3.0,
+    # screening speed with the CPU's reduced-copy proxy (20 candidates at the GPU default would take ~20 min)
+    search_trials=SEARCH_TRIALS, search_train=CPU_PROXY, search_latency_resolution=None, search_latency_max_time_s=3.0,
     shapes=SHAPES, batches=BATCHES, factors=FACTORS, expert_batch=EXPERT_BATCH, samples=21, min_sample_ms=1.0,
     profile_skip=PROFILE_SKIP, profile_active=PROFILE_ACTIVE,
 )
@@ -956,7 +961,7 @@ def markdown(res: dict[str, Any]) -> str:
                 f"{_f(se['overhead_s_per_candidate'], '.2f')} s per candidate. Front: {se.get('front_size')} members, "
                 f"hypervolume {_f(se.get('hypervolume'), '.3f')}.",
                 "",
-                f"Proxy: the space's default ({tr['train_images']:,} images, batch {tr['batch_size']}, {tr['resolution']} px, "
+                f"Proxy: the CPU's reduced copy, pinned ({tr['train_images']:,} images, batch {tr['batch_size']}, {tr['resolution']} px, "
                 f"max_depth {tr['max_depth']}, width_factor {tr['width_factor']}); latency at "
                 f"{se['eval_config']['latency_resolution'] or 224} px batch {se['eval_config']['latency_batch']} on the device.",
                 "",
