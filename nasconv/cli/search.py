@@ -41,6 +41,11 @@ def add_parser(sub: Any) -> None:
                    "longer (default 3)")
     q.add_argument("--repeats", type=int, default=0, help="evaluate the final front's members again with this many "
                    "further seeds (latency re-measured), so that the front stands on repeated measurements")
+    q.add_argument("--latency", default="measure", choices=("measure", "predict", "predict+remeasure"),
+                   help="latency objective: measure (default: every trained candidate is timed), predict (from the "
+                   "device's table, `nasconv latency profile`; only candidates near a latency budget are timed), "
+                   "predict+remeasure (also times the final front). With a table, a latency budget is checked "
+                   "on the prediction before anything is trained, in every mode")
     q.add_argument("--json", action="store_true", help="the result as JSON (no progress output)")
     add_eval_args(q)
 
@@ -93,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
         address=args.address, gpus_per_trial=args.gpus_per_trial, eval=eval_config(args, space),
         evaluate_baseline=not args.no_baseline, runner="inline" if args.inline else "ray",
         progress=not args.json, keep_weights=args.keep_weights, rungs=args.rungs, eta=args.eta,
-        repeats=args.repeats, data_choice=data_choice,
+        repeats=args.repeats, data_choice=data_choice, latency=args.latency,
     )
     if data_choice and not args.json:
         if not cfg.address and not cfg.gpus_per_trial:
@@ -112,6 +117,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"multi-fidelity: {res.promoted} promotion(s) or repeat(s) run by this search; candidates by the highest "
               f"rung reached: {reached}; the front stands at rung {res.rung} of {res.rungs - 1} (lower rungs: "
               "not promoted, not on it)")
+    if res.remeasured:
+        print(f"latency: {res.remeasured} front member(s) re-measured on this device; {res.remeasured_over_budget} "
+              "measured over the budget and left off the front")
     print(f"Pareto front ({len(res.front)} architectures, hypervolume {res.hypervolume:.4g}):")
     print(front_table(res.front, res.baseline))
     if res.noise:

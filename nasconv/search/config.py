@@ -22,6 +22,8 @@ OBJECTIVES: dict[str, tuple[str, str]] = {
     "params": ("params", "minimize"),
 }
 RUNNERS = ("ray", "inline")
+#: where a search's latency objective comes from (nasconv.search.latency_gate)
+LATENCY_MODES = ("measure", "predict", "predict+remeasure")
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,9 @@ class SearchConfig:
     repeats: int = 0
     #: why the evaluation data was chosen when the user named none (stamped on a new study)
     data_choice: str | None = None
+    #: measure | predict | predict+remeasure: where the latency objective comes from (the
+    #: per-device table of :mod:`nasconv.latency`; :mod:`nasconv.search.latency_gate`)
+    latency: str = "measure"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "objectives", tuple(self.objectives))
@@ -90,6 +95,10 @@ class SearchConfig:
         if self.gpus_per_trial and self.eval.device in ("auto", "cpu"):
             # A GPU task evaluates on its GPU: that is what the GPUs were asked for.
             object.__setattr__(self, "eval", dataclasses.replace(self.eval, device="cuda"))
+        if self.latency not in LATENCY_MODES:
+            raise UsageError(f"--latency must be one of {', '.join(LATENCY_MODES)}, got {self.latency!r}")
+        if self.latency != "measure":  # predicted: timed only where the gate asks (near a latency budget)
+            object.__setattr__(self, "eval", dataclasses.replace(self.eval, latency=False))
         self.eval.check()
         # "auto" resolved here, on the driver: the study stores, keys and sends its workers what it means
         object.__setattr__(self, "eval", self.eval.resolved())
@@ -141,3 +150,7 @@ class SearchResult:
     rungs: int = 1
     promoted: int = 0
     per_rung: dict[int, int] = field(default_factory=dict)
+    #: predict+remeasure: front members re-measured, and those the measurement put over budget
+    #: (left off the front)
+    remeasured: int = 0
+    remeasured_over_budget: int = 0

@@ -1,6 +1,7 @@
 """nasconv's own tables beside Optuna's in the study database: evaluation cache, front snapshots,
-study attributes that the first driver decides, and the results of promoted (multi-fidelity) and
-repeated evaluations."""
+study attributes that the first driver decides, the results of promoted (multi-fidelity) and
+repeated evaluations, and the per-device latency lookup tables (read and written by
+:mod:`nasconv.latency`)."""
 
 from __future__ import annotations
 
@@ -86,6 +87,41 @@ class StudyAttrRow(Base):
     study_name: orm.Mapped[str] = orm.mapped_column(sa.String(512), primary_key=True)
     key: orm.Mapped[str] = orm.mapped_column(sa.String(128), primary_key=True)
     value_json: orm.Mapped[str] = orm.mapped_column(sa.Text)
+
+
+class _DeviceSetting:
+    """The key columns of a latency table: a latency is only comparable within one setting."""
+
+    device_name: orm.Mapped[str] = orm.mapped_column(sa.String(256), primary_key=True)
+    torch_version: orm.Mapped[str] = orm.mapped_column(sa.String(64), primary_key=True)
+    threads: orm.Mapped[int] = orm.mapped_column(sa.Integer, primary_key=True)
+    batch: orm.Mapped[int] = orm.mapped_column(sa.Integer, primary_key=True)
+    precision: orm.Mapped[str] = orm.mapped_column(sa.String(16), primary_key=True)
+
+
+class LatencyBlockRow(_DeviceSetting, Base):
+    """One part's (stem, block or head) measured latency on one device setting: the per-device
+    lookup table of :mod:`nasconv.latency`."""
+
+    __tablename__ = "nasconv_latency_blocks"
+    block_key: orm.Mapped[str] = orm.mapped_column(sa.String(512), primary_key=True)
+    median_ms: orm.Mapped[float] = orm.mapped_column(sa.Float)
+    iqr_ms: orm.Mapped[float] = orm.mapped_column(sa.Float)
+    ci_low_ms: orm.Mapped[float] = orm.mapped_column(sa.Float)
+    ci_high_ms: orm.Mapped[float] = orm.mapped_column(sa.Float)
+    repeats: orm.Mapped[int] = orm.mapped_column(sa.Integer)
+    created_at: orm.Mapped[dt.datetime] = orm.mapped_column(sa.DateTime)
+
+
+class LatencyCalibrationRow(_DeviceSetting, Base):
+    """How a space's block sum maps to measured whole networks on one device setting (a linear
+    fit and its residual spread), stored with the lookup table."""
+
+    __tablename__ = "nasconv_latency_calibration"
+    space: orm.Mapped[str] = orm.mapped_column(sa.String(256), primary_key=True)
+    space_hash: orm.Mapped[str] = orm.mapped_column(sa.String(32))
+    calibration_json: orm.Mapped[str] = orm.mapped_column(sa.Text)
+    created_at: orm.Mapped[dt.datetime] = orm.mapped_column(sa.DateTime)
 
 
 @dataclass(frozen=True)

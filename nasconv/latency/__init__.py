@@ -1,0 +1,38 @@
+"""A per-device latency model: predicted network latency from a lookup table of measured parts.
+
+Profiling a device once (:func:`profile_space`) measures every distinct part a search space can
+produce (stem, each block as operator choice x shape x stride, head) on that device and stores
+the medians in nasconv's own table in the study database, keyed by device name, torch version,
+threads, batch and precision (:mod:`.table`); a few whole networks calibrate the block sum. A
+search then predicts a candidate's latency in microseconds (:class:`LatencyModel`), checks a
+latency budget before anything is built or trained, and measures only where it matters.
+
+May import: storage, profile, build, spaces, cost, arch, stats, errors (never search, runners or
+the CLI; never Ray).
+"""
+
+from nasconv.latency.blocks import Part, arch_key_counts, arch_parts, build_part, space_parts
+from nasconv.latency.model import Calibration, LatencyModel, LatencyPrediction, fit_calibration, load_model
+from nasconv.latency.profiler import (
+    CALIBRATION_NETWORKS,
+    ProfileReport,
+    Repeats,
+    calibration_archs,
+    measure_network,
+    network_key,
+    profile_space,
+)
+from nasconv.latency.table import (
+    PRECISION,
+    DeviceSetting,
+    LatencyTable,
+    LatencyTableError,
+    current_setting,
+    open_tables,
+    require_calibration,
+)
+
+__all__ = ["CALIBRATION_NETWORKS", "PRECISION", "Calibration", "DeviceSetting", "LatencyModel", "LatencyPrediction",
+           "LatencyTable", "LatencyTableError", "Part", "ProfileReport", "Repeats", "arch_key_counts", "arch_parts",
+           "build_part", "calibration_archs", "current_setting", "fit_calibration", "load_model", "measure_network",
+           "network_key", "open_tables", "profile_space", "require_calibration", "space_parts"]

@@ -1,0 +1,128 @@
+"""Predicting a network's latency from the lookup table: the sum of its parts' medians, mapped to
+whole-network latency by the space's calibration (a linear fit on measured networks, where fusion,
+caches and call overhead make the whole differ from the sum), with a 95% interval from the
+calibration's residuals and the parts' own intervals."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from nasconv.arch import ArchSpec
+from nasconv.latency.blocks import arch_key_counts, space_parts
+from nasconv.latency.table import BlockLatency, DeviceSetting, LatencyTable, LatencyTableError, require_calibration
+from nasconv.spaces import SearchSpace
+from nasconv.stats import t975
+
+
+@dataclass(frozen=True)
+class LatencyPrediction:
+    latency_ms: float
+    #: 95% interval of what a careful measurement would give
+    low_ms: float
+    high_ms: float
+    #: the parts' medians summed, before calibration
+    block_sum_ms: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "interval_ms": [self.low_ms, self.high_ms]}
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """``measured ~ intercept_ms + slope * block_sum`` over ``n`` networks, with the relative
+    residuals' standard deviation (the fit minimises relative error: latencies span 10x)."""
+
+    intercept_ms: float
+    slope: float
+    n: int
+    rel_residual_sd: float
+    #: (block sum, measured) per calibration network
+    points: tuple[tuple[float, float], ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["points"] = [list(p) for p in self.points]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Calibration":
+        try:
+            cal = cls(float(d["intercept_ms"]), float(d["slope"]), int(d["n"]), float(d["rel_residual_sd"]),
+                      tuple((float(a), float(b)) for a, b in d.get("points", ())))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise LatencyTableError(f"corrupt calibration: {type(exc).__name__}: {exc}") from None
+        if not (math.isfinite(cal.intercept_ms) and math.isfinite(cal.slope) and cal.slope > 0
+                and math.isfinite(cal.rel_residual_sd) and cal.rel_residual_sd >= 0 and cal.n >= 1):
+            raise LatencyTableError(f"corrupt calibration: slope {cal.slope!r}, intercept {cal.intercept_ms!r}, "
+                                    f"residual sd {cal.rel_residual_sd!r}, n {cal.n!r}")
+        return cal
+
+    def rel_half_width(self) -> float:
+        """Half the relative width of a 95% prediction interval for one new network."""
+        if self.n < 3:
+            return max(0.25, 2 * self.rel_residual_sd)  # too few networks to trust the spread
+        return t975(self.n - 2) * self.rel_residual_sd * math.sqrt(1 + 1 / self.n)
+
+
+def fit_calibration(points: Sequence[tuple[float, float]]) -> Calibration:
+    """Weighted least squares of measured on block sum, weights 1/measured^2 (relative error).
+    Fewer than 3 networks, or a fit that is not increasing: a pure ratio."""
+    pts = [(float(x), float(y)) for x, y in points if x > 0 and y > 0]
+    if not pts:
+        raise LatencyTableError("no calibration network was measured")
+    x = np.array([p[0] for p in pts])
+    y = np.array([p[1] for p in pts])
+    a, b = 0.0, float(np.median(y / x))
+    if len(pts) >= 3 and np.ptp(x) > 0:
+        A = np.stack([np.ones_like(x), x], axis=1) / y[:, None]
+        (a_fit, b_fit), *_ = np.linalg.lstsq(A, np.ones_like(y), rcond=None)
+        if b_fit > 0 and np.all(a_fit + b_fit * x > 0):
+            a, b = float(a_fit), float(b_fit)
+    rel = y / (a + b * x) - 1
+    dof = max(1, len(pts) - (2 if a else 1))
+    sd = float(math.sqrt(float(np.sum(rel ** 2)) / dof)) if len(pts) > 1 else 0.0
+    return Calibration(a, b, len(pts), sd, tuple(pts))
+
+
+class LatencyModel:
+    """Predicts the latency of a space's architectures on one device setting (:meth:`predict`)."""
+
+    def __init__(self, space: SearchSpace, setting: DeviceSetting, blocks: dict[str, BlockLatency],
+                 calibration: Calibration) -> None:
+        self.space, self.setting, self.calibration = space, setting, calibration
+        self._median = {k: b.median_ms for k, b in blocks.items()}
+        self._half = {k: b.half_ms for k, b in blocks.items()}
+        self._rel = calibration.rel_half_width()
+
+    def block_sum(self, arch: ArchSpec) -> tuple[float, float]:
+        """The parts' medians summed and the half-width of that sum (independent parts, a repeated
+        part counted as one measurement)."""
+        total, var = 0.0, 0.0
+        for key, n in arch_key_counts(arch).items():
+            try:
+                total += n * self._median[key]
+            except KeyError:
+                raise LatencyTableError(f"part {key} of architecture {arch.arch_hash} is not in the latency table "
+                                        f"of space {self.space.name!r}; is the architecture from this space?") from None
+            var += (n * self._half[key]) ** 2
+        return total, math.sqrt(var)
+
+    def predict(self, arch: ArchSpec) -> LatencyPrediction:
+        s, s_half = self.block_sum(arch)
+        cal = self.calibration
+        pred = cal.intercept_ms + cal.slope * s
+        rel = math.hypot(self._rel, cal.slope * s_half / pred)
+        return LatencyPrediction(pred, pred * max(0.0, 1 - rel), pred * (1 + rel), s)
+
+
+def load_model(table: LatencyTable, space: SearchSpace, setting: DeviceSetting) -> LatencyModel:
+    """The space's model under ``setting``; :class:`LatencyTableError` (one line: what is missing,
+    what differs, how to make it) when the table cannot give one."""
+    _, cal = require_calibration(table, setting, space.name)
+    calibration = Calibration.from_dict(cal)
+    blocks = table.blocks(setting, [p.key for p in space_parts(space)], space=space.name)
+    return LatencyModel(space, setting, blocks, calibration)

@@ -1,0 +1,139 @@
+"""Profiling a device for a space: every distinct part measured once (median and IQR over enough
+repeats), each row committed as soon as it is measured, so that an interrupted run resumes where
+it stopped; then whole networks measured (stored like parts, under ``net:<hash>``) and the block
+sum calibrated against them."""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from nasconv.arch import ArchSpec
+from nasconv.build import build_model
+from nasconv.latency.blocks import build_part, space_parts
+from nasconv.latency.model import Calibration, LatencyModel, fit_calibration
+from nasconv.latency.table import DeviceSetting, LatencyTable
+from nasconv.profile import LatencyResult, measure_latency, resolve_device
+from nasconv.spaces import SearchSpace
+
+
+@dataclass(frozen=True)
+class Repeats:
+    """How carefully one part or network is timed (:func:`nasconv.profile.measure_latency`)."""
+
+    warmup: int = 5
+    min_repeats: int = 15
+    max_repeats: int = 200
+    target_rel_iqr: float = 0.03
+    max_time_s: float = 3.0
+
+
+#: whole networks the block sum is calibrated on: the baseline and random architectures
+CALIBRATION_NETWORKS = 10
+
+
+@dataclass
+class ProfileReport:
+    space: str
+    setting: DeviceSetting
+    parts: int
+    measured: int
+    skipped: int
+    networks_measured: int
+    calibration: Calibration | None = None
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"space": self.space, "setting": self.setting.where(), "parts": self.parts, "measured": self.measured,
+                "skipped": self.skipped, "networks_measured": self.networks_measured,
+                "calibration": self.calibration.to_dict() if self.calibration else None,
+                "seconds": round(self.seconds, 2)}
+
+
+def network_key(arch: ArchSpec) -> str:
+    return f"net:{arch.arch_hash}"
+
+
+def calibration_archs(space: SearchSpace, n: int, seed: int = 0) -> list[ArchSpec]:
+    """The baseline and ``n - 1`` distinct random architectures (fewer when the space is smaller)."""
+    rng = random.Random(seed)
+    out = {space.baseline().arch_hash: space.baseline()}
+    tries = 0
+    while len(out) < n and tries < 50 * n:
+        a = space.sample(rng)
+        out.setdefault(a.arch_hash, a)
+        tries += 1
+    return list(out.values())
+
+
+def measure_network(arch: ArchSpec, setting: DeviceSetting, device: str, repeats: Repeats) -> LatencyResult:
+    """``arch``'s whole-network latency, timed with ``setting``'s threads and batch."""
+    torch.manual_seed(0)
+    model = build_model(arch)
+    before = torch.get_num_threads()
+    torch.set_num_threads(setting.threads)
+    try:
+        return _measure(model, arch.in_channels, arch.resolution, setting, device, repeats)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _measure(module: torch.nn.Module, in_channels: int, size: int, setting: DeviceSetting, device: str,
+             r: Repeats) -> LatencyResult:
+    return measure_latency(module, in_channels=in_channels, resolution=size, batch_size=setting.batch,
+                           device=resolve_device(device), warmup=r.warmup, min_repeats=r.min_repeats,
+                           max_repeats=r.max_repeats, target_rel_iqr=r.target_rel_iqr, max_time_s=r.max_time_s)
+
+
+def profile_space(space: SearchSpace, table: LatencyTable, setting: DeviceSetting, *, device: str = "cpu",
+                  repeats: Repeats = Repeats(), networks: int = CALIBRATION_NETWORKS, seed: int = 0,
+                  recalibrate: bool = False,
+                  progress: Callable[[int, int, str], None] | None = None) -> ProfileReport:
+    """Measure what ``table`` lacks for ``space`` under ``setting`` (in this process, with
+    ``setting.threads`` torch threads) and store the calibration. ``progress(done, total, key)``
+    after each measurement. A KeyboardInterrupt leaves every finished row stored."""
+    t0 = time.perf_counter()
+    parts = space_parts(space)
+    archs = calibration_archs(space, networks, seed)
+    have = table.good_keys(setting)
+    todo = [p for p in parts if p.key not in have]
+    nets_todo = [a for a in archs if network_key(a) not in have]
+    report = ProfileReport(space.name, setting, len(parts), 0, len(parts) - len(todo), 0)
+    total = len(todo) + len(nets_todo)
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(setting.threads)
+    try:
+        torch.manual_seed(0)
+        for i, part in enumerate(todo):
+            res = _measure(build_part(part), part.in_channels, part.size, setting, device, repeats)
+            table.put(setting, part.key, res)
+            report.measured += 1
+            if progress:
+                progress(i + 1, total, part.key)
+        for j, arch in enumerate(nets_todo):
+            table.put(setting, network_key(arch), measure_network(arch, setting, device, repeats))
+            report.networks_measured += 1
+            if progress:
+                progress(len(todo) + j + 1, total, network_key(arch))
+    finally:
+        torch.set_num_threads(threads_before)
+    if report.measured or report.networks_measured or recalibrate or table.calibration(setting, space.name) is None:
+        report.calibration = calibrate(space, table, setting, archs)
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def calibrate(space: SearchSpace, table: LatencyTable, setting: DeviceSetting, archs: list[ArchSpec]) -> Calibration:
+    """Fit the block sum to the stored whole-network medians of ``archs`` and store the fit."""
+    keys = [p.key for p in space_parts(space)]
+    blocks = table.blocks(setting, keys + [network_key(a) for a in archs], space=space.name)
+    identity = LatencyModel(space, setting, blocks, Calibration(0.0, 1.0, 1, 0.0))
+    points = [(identity.block_sum(a)[0], blocks[network_key(a)].median_ms) for a in archs]
+    cal = fit_calibration(points)
+    table.put_calibration(setting, space.name, space.content_hash, cal.to_dict())
+    return cal

@@ -1,0 +1,83 @@
+"""``nasconv latency profile|predict``: output, one-line errors and exit codes, Ctrl-C while profiling."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import sqlalchemy as sa
+
+from nasconv.cli import main
+from nasconv.latency import LatencyTable
+from nasconv.storage import NasconvTables
+from nasconv.storage.tables import LatencyBlockRow
+from tests.latency_helpers import tiny_space
+
+
+def _profile(tmp_path, *extra):
+    return main(["latency", "profile", "--space", str(tmp_path / "tiny20.yaml"), "--storage",
+                 f"sqlite:///{tmp_path}/s.db", "--threads", "1", "--quick", "--networks", "3", *extra])
+
+
+def _predict(tmp_path, *extra):
+    return main(["latency", "predict", "--space", str(tmp_path / "tiny20.yaml"), "--storage",
+                 f"sqlite:///{tmp_path}/s.db", *extra])
+
+
+def _stored(tmp_path) -> int:
+    t = NasconvTables(f"sqlite:///{tmp_path}/s.db")
+    with t.engine.connect() as c:
+        n = c.execute(sa.select(sa.func.count()).select_from(LatencyBlockRow)).scalar()
+    t.dispose()
+    return n
+
+
+def test_profile_then_predict(tmp_path, capsys):
+    tiny_space(tmp_path)
+    assert _profile(tmp_path) == 0
+    out = capsys.readouterr().out
+    assert "13 parts, 13 measured now, 0 already in" in out and "calibration: measured = " in out
+    assert _predict(tmp_path, "--threads", "1", "--json") == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got["latency_ms"] > 0 and got["interval_ms"][0] < got["latency_ms"] < got["interval_ms"][1]
+    assert got["setting"]["threads"] == 1 and got["setting"]["precision"] == "fp32"
+    assert _predict(tmp_path, "--threads", "1") == 0
+    assert "ms predicted (95% interval" in capsys.readouterr().out
+    # another thread count: refused in one line that says what differs and how to make a table
+    assert _predict(tmp_path, "--threads", "2") == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "threads 1 (here 2)" in err and "nasconv latency profile" in err
+
+
+def test_ctrl_c_while_profiling_keeps_the_rows_and_the_next_run_resumes(tmp_path, capsys, monkeypatch):
+    tiny_space(tmp_path)
+    real_put, calls = LatencyTable.put, []
+
+    def put_then_interrupt(self, *args):
+        real_put(self, *args)
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(LatencyTable, "put", put_then_interrupt)
+    assert _profile(tmp_path) == 130
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "4 of the 13 parts of tiny20 are stored" in err and "continues" in err
+    assert _stored(tmp_path) == 4
+    monkeypatch.setattr(LatencyTable, "put", real_put)
+    assert _profile(tmp_path) == 0
+    assert "9 measured now, 4 already in" in capsys.readouterr().out
+    assert _stored(tmp_path) == 13 + 3
+
+
+@pytest.mark.parametrize("args, code, text", [
+    (["--threads", "0"], 2, "--threads must be >= 1"),
+    (["--batch", "0"], 2, "--batch must be in [1, 1024]"),
+    (["--arch", "missing.json"], 1, "missing.json"),
+    (["--device", "cuda:7"], 1, "--device cuda:7"),
+])
+def test_bad_input_is_one_line(tmp_path, capsys, args, code, text):
+    tiny_space(tmp_path)
+    assert _predict(tmp_path, "--threads", "1", *args) == code
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and text in err and "Traceback" not in err

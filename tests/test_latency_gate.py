@@ -1,0 +1,107 @@
+"""nasconv.search.latency_gate in a search: a latency budget checked on the prediction before
+anything is trained; ``predict`` times only candidates near the limit; ``predict+remeasure`` puts
+the front on measurements; ``predict`` without a table is one line saying how to make it."""
+
+from __future__ import annotations
+
+import random
+
+import optuna
+import pytest
+import sqlalchemy as sa
+
+from nasconv.cost import estimate_cost
+from nasconv.evaluate import EvalConfig
+from nasconv.latency import Calibration, LatencyTableError, load_model
+from nasconv.search import SearchConfig, run_search
+from nasconv.storage.tables import LatencyBlockRow
+from nasconv.train import TrainConfig
+from tests.latency_helpers import profiled, tiny_space
+
+ZC = EvalConfig(proxy="synflow", train=TrainConfig(resolution=16), zc_batch=8, latency_threads=1,
+                latency_max_time_s=0.2)
+
+
+def _cfg(tmp_path, **kw):
+    base = dict(space=str(tmp_path / "tiny20.yaml"), trials=6, sampler="random", seed=0,
+                storage=f"sqlite:///{tmp_path}/s.db", eval=ZC, runner="inline", evaluate_baseline=False,
+                progress=False, max_rejections=200)
+    base.update(kw)
+    return SearchConfig(**base)
+
+
+class Recording:
+    """An evaluator that trains nothing: records what it was asked to time, and times it as 1 ms."""
+
+    def __init__(self):
+        self.calls: list[tuple[str, bool]] = []
+
+    def __call__(self, arch, config):
+        self.calls.append((arch.arch_hash, config.latency))
+        cost = estimate_cost(arch)
+        return {"arch_hash": arch.arch_hash, "score": (int(arch.arch_hash, 16) % 1000) / 1000, "params": cost.params,
+                "macs": cost.macs, "latency_ms": 1.0 if config.latency else None, "settings_key": "x"}
+
+
+@pytest.fixture
+def model(tmp_path):
+    """The tiny space's model from real part measurements, with a fixed calibration of 5% spread
+    and parts' intervals of +-2%:
+    these tests check what the search does with intervals, whatever this machine's noise was."""
+    space = tiny_space(tmp_path)
+    tables, table, setting, _ = profiled(f"sqlite:///{tmp_path}/s.db", space, networks=2)
+    table.put_calibration(setting, space.name, space.content_hash, Calibration(0.0, 1.0, 10, 0.05).to_dict())
+    with table.engine.begin() as c:
+        c.execute(sa.update(LatencyBlockRow).values(ci_low_ms=LatencyBlockRow.median_ms * 0.98,
+                                                    ci_high_ms=LatencyBlockRow.median_ms * 1.02))
+    yield space, load_model(table, space, setting)
+    tables.dispose()
+
+
+def test_predict_rejects_over_budget_before_training_and_times_only_near_the_limit(tmp_path, model):
+    space, m = model
+    lows = sorted(m.predict(space.sample(random.Random(i))).low_ms for i in range(40))
+    budget = lows[len(lows) // 2]  # about half the space is over it beyond its interval
+    ev = Recording()
+    res = run_search(_cfg(tmp_path, budget=f"{budget:.6f}ms", latency="predict"), evaluator=ev)
+    study = optuna.load_study(study_name=res.study_name, storage=f"sqlite:///{tmp_path}/s.db")
+    rejected = [t for t in study.trials if t.user_attrs.get("status") == "rejected"]
+    assert rejected and all("predicted" in t.user_attrs["reject_reason"] for t in rejected)
+    trained = {h for h, _ in ev.calls}
+    for t in rejected:  # never built nor trained: their interval lies above the budget
+        assert t.user_attrs["arch_hash"] not in trained and t.constraints["latency"] > 0
+    for t in study.trials:
+        a = t.user_attrs
+        if a.get("status") != "evaluated":
+            continue
+        timed = dict(ev.calls)[a["arch_hash"]]
+        low, high = a["latency_predicted_ci_ms"]
+        assert low <= budget  # trained only when the interval reaches the budget
+        assert timed == (high > budget)  # timed only near the limit
+        assert a["latency_source"] == ("measured" if timed else "predicted")
+        assert t.values[1] == (1.0 if timed else a["latency_predicted_ms"])
+
+
+def test_predict_and_remeasure_put_the_front_on_measurements(tmp_path, model):
+    ev = Recording()
+    res = run_search(_cfg(tmp_path, latency="predict+remeasure", objectives=("accuracy", "latency")), evaluator=ev)
+    assert all(not timed for _, timed in ev.calls)  # no budget: nothing timed during the search
+    assert res.remeasured >= 1 and res.remeasured_over_budget == 0 and len(res.front) == res.remeasured
+    for row in res.front:
+        assert row["latency_source"] == "remeasured" and row["latency_ms"] > 0
+        assert row["latency_predicted_ms"] != row["latency_ms"]
+
+
+def test_measure_with_a_table_still_checks_the_budget_first(tmp_path, model):
+    space, m = model
+    lows = sorted(m.predict(space.sample(random.Random(i))).low_ms for i in range(40))
+    ev = Recording()
+    res = run_search(_cfg(tmp_path, budget=f"{lows[len(lows) // 2]:.6f}ms"), evaluator=ev)
+    assert res.rejected >= 1 and all(timed for _, timed in ev.calls)
+
+
+def test_predict_without_a_table_says_how_to_make_one(tmp_path):
+    tiny_space(tmp_path)
+    with pytest.raises(LatencyTableError, match=r"no latency table for space 'tiny20'.*nasconv latency profile "
+                                                r"--space tiny20 --threads 1"):
+        run_search(_cfg(tmp_path, latency="predict"), evaluator=Recording())
