@@ -365,3 +365,15 @@ def load_benchmark(name: str) -> Any:
         return module
     finally:
         sys.path.remove(str(script.parent))
+
+
+@pytest.fixture(scope="session")
+def searched(tmp_path_factory):
+    """A real 10-candidate search (resnet20, Fashion-MNIST, brief training) shared by the report
+    and dashboard tests: (folder, SQLite URL)."""
+    from tests.report_helpers import search
+
+    folder = tmp_path_factory.mktemp("searched")
+    storage = f"sqlite:///{folder}/studies.db"
+    search(storage, 10)
+    return folder, storage

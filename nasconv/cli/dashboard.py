@@ -55,10 +55,15 @@ def add_parser(sub: Any) -> None:
     q.add_argument("--storage", default=DEFAULT_STORAGE)
     q.add_argument("--host", default="127.0.0.1")
     q.add_argument("--port", type=_port, default=8080)
+    q.add_argument("--study", default=None, help="print the URL of this study's page")
+    q.add_argument("--artifacts", default=None, metavar="DIR",
+                   help="artifact store folder (where nasconv report attaches reports; default: artifacts/ "
+                        "beside a SQLite database, else $NASCONV_ARTIFACTS_DIR or studies/artifacts)")
 
 
 def run(args: argparse.Namespace) -> int:
     from nasconv.storage import open_storage, parse_url, safe_url
+    from nasconv.storage.artifacts import artifact_store, artifacts_dir
     from nasconv.storage.database import sqlite_file
 
     # Read-only first: a mistyped path is reported instead of becoming a new empty database, and
@@ -74,11 +79,20 @@ def run(args: argparse.Namespace) -> int:
         import optuna_dashboard
     except ImportError:
         raise NasconvError("optuna-dashboard is not installed; pip install optuna-dashboard") from None
+    page = ""
+    if args.study is not None:
+        names = sorted(s.study_name for s in storage.get_all_studies())
+        if args.study not in names:
+            raise NasconvError(f"no study {args.study!r} in {safe_url(args.storage)}; studies there: "
+                               f"{', '.join(names) or 'none'}")
+        page = f"dashboard/studies/{storage.get_study_id_from_name(args.study)}"
+    store = artifact_store(artifacts_dir(args.storage, args.artifacts))
     _check_bindable(args.host, args.port)
-    print(f"optuna-dashboard on http://{args.host}:{args.port}/ for {safe_url(args.storage)} (Ctrl-C stops)",
-          file=sys.stderr)
+    print(f"optuna-dashboard on http://{args.host}:{args.port}/{page} for {safe_url(args.storage)}"
+          + (f", artifacts in {artifacts_dir(args.storage, args.artifacts)}" if store is not None else "")
+          + " (Ctrl-C stops)", file=sys.stderr, flush=True)
     try:
-        optuna_dashboard.run_server(storage, host=args.host, port=args.port)
+        optuna_dashboard.run_server(storage, host=args.host, port=args.port, artifact_store=store)
     except OSError as exc:
         raise NasconvError(f"cannot serve on {args.host}:{args.port}: {exc.strerror or exc}") from None
     except OverflowError as exc:

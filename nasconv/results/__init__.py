@@ -1,7 +1,9 @@
 """Reading results: the Pareto front and its hypervolume, trial and study summaries, the front as
-a table or a plot. What ``nasconv pareto`` and the search driver share.
+a table or a plot (what ``nasconv pareto`` and the search driver share), and the study report:
+stage x family effects, importances, the sentences they support, HTML, dashboard notes.
 
-May import: errors, stats, budget, storage, the Optuna compatibility module; nothing of search or the CLI.
+May import: errors, stats, budget, spaces, storage, the Optuna compatibility module, optuna-dashboard;
+nothing of search or the CLI.
 """
 
 from nasconv.results.front import EVALUATED, feasible_front, first_per_architecture, hypervolume, losses

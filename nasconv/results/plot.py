@@ -1,4 +1,6 @@
-"""The front as a picture: every evaluated trial, the front, the baseline."""
+"""nasconv's pictures, one module for ``nasconv pareto --plot`` and ``nasconv report``: the front
+(every evaluated trial, the front with 95% error bars, the baseline), the hypervolume over trials,
+and the stage x family heat map of effects."""
 
 from __future__ import annotations
 
@@ -7,8 +9,9 @@ import io
 import os
 import secrets
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
+import numpy as np
 import optuna
 from optuna.trial import TrialState
 
@@ -20,14 +23,24 @@ from nasconv.results.summary import baseline_summary, trial_summary, val_images_
 from nasconv.storage import RungResult
 
 
-def plot_front(study: optuna.Study, path: str, rows: Sequence[RungResult] = ()) -> None:
-    """Accuracy vs latency (or the study's first two objectives): all trials, the front (with a
-    multi-fidelity study's ``rows``, at the highest rung reached), the baseline."""
+def _pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def plot_front(study: optuna.Study, path: str, rows: Sequence[RungResult] = ()) -> None:
+    """Accuracy vs latency (or the study's first two objectives): all trials, the front (with a
+    multi-fidelity study's ``rows``, at the highest rung reached), the baseline."""
+    save_figure(front_figure(study, rows), path)
+
+
+def front_figure(study: optuna.Study, rows: Sequence[RungResult] = ()) -> Any:
+    """The figure :func:`plot_front` writes."""
+    plt = _pyplot()
     objectives = study.user_attrs.get("objectives") or ["accuracy", "latency"]
     keys = {"accuracy": "score", "latency": "latency_ms", "macs": "macs", "params": "params"}
     xo, yo = (objectives[1], objectives[0]) if len(objectives) > 1 else ("macs", objectives[0])
@@ -61,15 +74,78 @@ def plot_front(study: optuna.Study, path: str, rows: Sequence[RungResult] = ()) 
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
+    return fig
+
+
+def hypervolume_figure(history: Sequence[dict[str, Any]], final_ci: Sequence[float] | None = None) -> Any:
+    """Hypervolume of the front after each completed trial; the final value's 95% interval as a bar."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 3.2), dpi=110)
+    xs = [h["n_complete"] for h in history]
+    ax.step(xs, [h["hypervolume"] for h in history], where="post", c="tab:red", label="hypervolume")
+    if final_ci and xs:
+        hv = history[-1]["hypervolume"]
+        ax.errorbar([xs[-1]], [hv], yerr=[[max(hv - final_ci[0], 0.0)], [max(final_ci[1] - hv, 0.0)]], fmt="o",
+                    c="tab:red", capsize=4, label="final, 95% interval (measurement noise)")
+    ax.set_xlabel("completed trials")
+    ax.set_ylabel("hypervolume")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def effects_figure(panels: Sequence[dict[str, Any]]) -> Any:
+    """One heat map per objective: rows = stages, columns = families; colour = effect relative to
+    the stage's reference (blue = better), text = estimate and 95% interval; unresolved effects
+    (interval includes zero) pale, cells without candidates empty."""
+    plt = _pyplot()
+    from matplotlib.colors import TwoSlopeNorm
+
+    fig, axes = plt.subplots(len(panels), 1, figsize=(10, 2.2 + 1.0 * max(len(p["stages"]) for p in panels)
+                                                         * len(panels)), dpi=110, squeeze=False)
+    for ax, panel in zip(axes[:, 0], panels):
+        stages, families = panel["stages"], panel["families"]
+        grid = np.full((len(stages), len(families)), np.nan)
+        for cell in panel["cells"]:
+            grid[cell["stage"], families.index(cell["family"])] = cell["better"]
+        bound = float(np.nanmax(np.abs(grid))) if np.isfinite(grid).any() else 1.0
+        ax.imshow(np.where(np.isnan(grid), 0.0, grid), cmap="RdBu", aspect="auto",
+                  norm=TwoSlopeNorm(0.0, -bound or -1.0, bound or 1.0), alpha=0.9)
+        for cell in panel["cells"]:
+            r, c = cell["stage"], families.index(cell["family"])
+            if not cell["resolved"]:
+                ax.add_patch(plt.Rectangle((c - 0.5, r - 0.5), 1, 1, color="white", alpha=0.65, lw=0))
+            ax.text(c, r, cell["text"], ha="center", va="center", fontsize=7,
+                    fontweight="bold" if cell["resolved"] else "normal")
+        for r, ref in enumerate(panel["references"]):
+            if ref in families:
+                ax.text(families.index(ref), r, "reference", ha="center", va="center", fontsize=7, color="0.4")
+        ax.set_xticks(range(len(families)), families, fontsize=8)
+        ax.set_yticks(range(len(stages)), stages, fontsize=8)
+        ax.set_title(panel["title"], fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def figure_bytes(fig: Any, fmt: str) -> bytes:
+    """The figure in ``fmt`` (svg, png...); the figure is closed."""
+    plt = _pyplot()
     buf = io.BytesIO()
     try:
-        fmt = Path(path).suffix[1:].lower() or None
         fig.savefig(buf, format=fmt)
-    except ValueError as exc:  # an extension matplotlib has no writer for
-        raise StorageError(f"cannot write the plot to {path}: {str(exc).splitlines()[0]}") from None
     finally:
         plt.close(fig)
-    _write_whole(Path(path), buf.getvalue())
+    return buf.getvalue()
+
+
+def save_figure(fig: Any, path: str) -> None:
+    """Write the whole file or nothing, in the format its extension names."""
+    try:
+        data = figure_bytes(fig, Path(path).suffix[1:].lower() or "png")
+    except ValueError as exc:  # an extension matplotlib has no writer for
+        raise StorageError(f"cannot write the plot to {path}: {str(exc).splitlines()[0]}") from None
+    write_whole(Path(path), data, "the plot")
 
 
 #: a summary row's value key -> its 95% interval key (the score of the training proxy is its accuracy)
@@ -86,8 +162,8 @@ def _bars(rows: list[dict], key: str) -> list[list[float]] | None:
     return [[max(v, 0.0) for v in lo], [max(v, 0.0) for v in hi]]
 
 
-def _write_whole(path: Path, data: bytes) -> None:
-    """The whole file or none: a full disk leaves no truncated picture (nor a former one spoilt)."""
+def write_whole(path: Path, data: bytes, what: str = "the file") -> None:
+    """The whole file or none: a full disk leaves no truncated file (nor a former one spoilt)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(3)}.tmp")
     try:
         tmp.write_bytes(data)
@@ -95,4 +171,4 @@ def _write_whole(path: Path, data: bytes) -> None:
     except OSError as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
-        raise StorageError(f"cannot write the plot to {path}: {os_problem(exc, path.parent)}") from None
+        raise StorageError(f"cannot write {what} to {path}: {os_problem(exc, path.parent)}") from None
