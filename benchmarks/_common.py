@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 
 def cpu_model() -> str:
@@ -111,3 +113,10 @@ def mann_whitney_p(a: list[float], b: list[float]) -> float:
     splits = [u([pooled[i] for i in idx], [pooled[j] for j in range(len(pooled)) if j not in idx])
               for idx in combinations(range(len(pooled)), k)]
     return sum(1 for v in splits if v >= observed - 1e-12) / len(splits)
+
+
+def write_results(folder: str | Path, name: str, text: str, res: Any) -> None:
+    """``<folder>/<name>.md`` (the report) and ``<name>.json`` (every figure), each written atomically."""
+    out = Path(folder)
+    write_atomic(out / f"{name}.md", text)
+    write_atomic(out / f"{name}.json", json.dumps(res, indent=1, default=float))

@@ -36,5 +36,5 @@ def profiled(url: str, space, *, threads: int = 1, networks: int = 4, **kw):
     tables = open_tables(url)
     table = LatencyTable(tables, url)
     setting = current_setting("cpu", threads=threads)
-    report = profile_space(space, table, setting, repeats=QUICK, networks=networks, **kw)
+    report = profile_space(space, table, setting, repeats=QUICK, network_repeats=QUICK, networks=networks, **kw)
     return tables, table, setting, report

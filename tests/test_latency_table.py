@@ -32,7 +32,7 @@ def test_profile_stores_resumes_and_predicts(url, tmp_path):
     try:
         assert (rep.parts, rep.measured, rep.skipped, rep.networks_measured) == (13, 13, 0, 4)
         assert len(_rows(table, setting)) == 13 + 4  # parts + calibration networks (net:<hash>)
-        again = profile_space(space, table, setting, repeats=QUICK, networks=4)
+        again = profile_space(space, table, setting, repeats=QUICK, network_repeats=QUICK, networks=4)
         assert (again.measured, again.skipped, again.networks_measured) == (0, 13, 0)
         p = load_model(table, space, setting).predict(space.baseline())
         assert p.low_ms <= p.latency_ms <= p.high_ms and p.latency_ms > 0
@@ -84,12 +84,12 @@ def test_missing_and_corrupt_rows_are_named_and_measured_again(tiny_table):
         c.execute(sa.delete(LatencyBlockRow).where(LatencyBlockRow.block_key == "head:8>10@8"))
     with pytest.raises(LatencyTableError, match="1 of the 13 parts of space 'tiny20' are missing"):
         load_model(table, space, setting)
-    assert profile_space(space, table, setting, repeats=QUICK, networks=4).measured == 1
+    assert profile_space(space, table, setting, repeats=QUICK, network_repeats=QUICK, networks=4).measured == 1
     key = "basic:gc(groups=2):8>16x1/s2@16"
     with table.engine.begin() as c:
         c.execute(sa.update(LatencyBlockRow).where(LatencyBlockRow.block_key == key).values(median_ms=-1.0))
     with pytest.raises(LatencyTableError, match=r"corrupt row .*gc\(groups=2\):8>16x1/s2@16"):
         load_model(table, space, setting)
-    rep = profile_space(space, table, setting, repeats=QUICK, networks=4)
+    rep = profile_space(space, table, setting, repeats=QUICK, network_repeats=QUICK, networks=4)
     assert rep.measured == 1 and rep.networks_measured == 0  # the corrupt row, measured again
     assert load_model(table, space, setting).predict(space.baseline()).latency_ms > 0

@@ -68,7 +68,7 @@ def _profile(args: argparse.Namespace, space: Any, table: Any, setting: Any) -> 
 
     if args.networks is not None and not 1 <= args.networks <= 1000:
         raise UsageError(f"--networks must be in [1, 1000], got {args.networks}")
-    repeats = Repeats(warmup=2, min_repeats=5, max_repeats=20, max_time_s=0.5) if args.quick else Repeats()
+    quick = Repeats(warmup=2, min_repeats=5, max_repeats=20, max_time_s=0.5)
     bar: Any = None
 
     def progress(i: int, total: int, key: str) -> None:
@@ -80,7 +80,8 @@ def _profile(args: argparse.Namespace, space: Any, table: Any, setting: Any) -> 
 
     t0 = time.perf_counter()
     try:
-        rep = profile_space(space, table, setting, device=args.device, repeats=repeats,
+        rep = profile_space(space, table, setting, device=args.device, **(
+                                {"repeats": quick, "network_repeats": quick} if args.quick else {}),
                             networks=args.networks or CALIBRATION_NETWORKS, recalibrate=args.recalibrate,
                             progress=progress)
     except KeyboardInterrupt:

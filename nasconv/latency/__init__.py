@@ -15,6 +15,7 @@ from nasconv.latency.blocks import Part, arch_key_counts, arch_parts, build_part
 from nasconv.latency.model import Calibration, LatencyModel, LatencyPrediction, fit_calibration, load_model
 from nasconv.latency.profiler import (
     CALIBRATION_NETWORKS,
+    NETWORK_REPEATS,
     ProfileReport,
     Repeats,
     calibration_archs,
@@ -32,7 +33,8 @@ from nasconv.latency.table import (
     require_calibration,
 )
 
-__all__ = ["CALIBRATION_NETWORKS", "PRECISION", "Calibration", "DeviceSetting", "LatencyModel", "LatencyPrediction",
-           "LatencyTable", "LatencyTableError", "Part", "ProfileReport", "Repeats", "arch_key_counts", "arch_parts",
-           "build_part", "calibration_archs", "current_setting", "fit_calibration", "load_model", "measure_network",
-           "network_key", "open_tables", "profile_space", "require_calibration", "space_parts"]
+__all__ = ["CALIBRATION_NETWORKS", "NETWORK_REPEATS", "PRECISION", "Calibration", "DeviceSetting", "LatencyModel",
+           "LatencyPrediction", "LatencyTable", "LatencyTableError", "Part", "ProfileReport", "Repeats",
+           "arch_key_counts", "arch_parts", "build_part", "calibration_archs", "current_setting", "fit_calibration",
+           "load_model", "measure_network", "network_key", "open_tables", "profile_space", "require_calibration",
+           "space_parts"]
