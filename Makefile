@@ -58,6 +58,7 @@ bench: setup
 	$(BIN)/python benchmarks/data_pipeline.py
 	$(BIN)/python benchmarks/precision_fidelity.py
 	$(BIN)/python benchmarks/latency_isolation.py
+	$(BIN)/python benchmarks/latency_model.py
 
 clean:
 	rm -rf $(VENV) *.egg-info
