@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import signal
 
 import pytest
 import sqlalchemy as sa
 
 from nasconv.cli import main
+from nasconv.errors import Terminated
 from nasconv.latency import LatencyTable
 from nasconv.storage import NasconvTables
 from nasconv.storage.tables import LatencyBlockRow
@@ -49,7 +51,8 @@ def test_profile_then_predict(tmp_path, capsys):
     assert len(err.splitlines()) == 1 and "threads 1 (here 2)" in err and "nasconv latency profile" in err
 
 
-def test_ctrl_c_while_profiling_keeps_the_rows_and_the_next_run_resumes(tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("stop, code", [(KeyboardInterrupt, 130), (Terminated(signal.SIGTERM), 143)])
+def test_ctrl_c_while_profiling_keeps_the_rows_and_the_next_run_resumes(tmp_path, capsys, monkeypatch, stop, code):
     tiny_space(tmp_path)
     real_put, calls = LatencyTable.put, []
 
@@ -57,10 +60,10 @@ def test_ctrl_c_while_profiling_keeps_the_rows_and_the_next_run_resumes(tmp_path
         real_put(self, *args)
         calls.append(1)
         if len(calls) == 4:
-            raise KeyboardInterrupt
+            raise stop
 
     monkeypatch.setattr(LatencyTable, "put", put_then_interrupt)
-    assert _profile(tmp_path) == 130
+    assert _profile(tmp_path) == code
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "4 of the 13 parts of tiny20 are stored" in err and "continues" in err
     assert _stored(tmp_path) == 4

@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 from nasconv.cli._common import print_json
-from nasconv.errors import UsageError
+from nasconv.errors import Terminated, UsageError
 
 
 def add_parser(sub: Any) -> None:
@@ -84,14 +84,15 @@ def _profile(args: argparse.Namespace, space: Any, table: Any, setting: Any) -> 
                                 {"repeats": quick, "network_repeats": quick} if args.quick else {}),
                             networks=args.networks or CALIBRATION_NETWORKS, recalibrate=args.recalibrate,
                             progress=progress)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM/SIGHUP (Terminated): every finished row is stored
         if bar is not None:
             bar.close()
         keys = {p.key for p in space_parts(space)}
         stored = len(keys & table.good_keys(setting))
-        print(f"nasconv: interrupted after {time.perf_counter() - t0:.0f} s: {stored} of the {len(keys)} parts of "
-              f"{space.name} are stored; the same command continues where this one stopped", file=sys.stderr)
-        return 130
+        by = f" by {exc.signame}" if isinstance(exc, Terminated) else ""
+        print(f"nasconv: interrupted{by} after {time.perf_counter() - t0:.0f} s: {stored} of the {len(keys)} parts "
+              f"of {space.name} are stored; the same command continues where this one stopped", file=sys.stderr)
+        return exc.exit_code if isinstance(exc, Terminated) else 130
     if bar is not None:
         bar.close()
     if args.json:
