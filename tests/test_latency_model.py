@@ -31,6 +31,13 @@ def test_fit_recovers_a_linear_map_and_measures_its_spread():
     assert fit_calibration([(2.0, 3.0)]).slope == pytest.approx(1.5)  # one network: a ratio
 
 
+def test_a_network_timed_during_another_process_does_not_bend_the_fit():
+    points = [(x, 0.2 + 1.1 * x) for x in (2.0, 3.0, 5.0, 7.0, 9.0)] + [(6.0, 2.4 * (0.2 + 1.1 * 6.0))]
+    cal = fit_calibration(points)
+    assert cal.slope == pytest.approx(1.1, rel=1e-3) and cal.intercept_ms == pytest.approx(0.2, abs=1e-2)
+    assert cal.rel_residual_sd < 0.01  # the spread of the networks timed alone
+
+
 def test_prediction_is_the_calibrated_sum_of_the_stored_medians(tmp_path):
     space = tiny_space(tmp_path)
     tables, table, setting, rep = profiled(f"sqlite:///{tmp_path}/s.db", space)
