@@ -166,7 +166,7 @@ def report(res: dict[str, Any]) -> str:
              "asks 50: fewer, to fit ~25 min here), each measured twice (>= 15 timed runs, up to 5 s, median; the "
              "second pass in reverse order); predictions from a table profiled with the default repeats "
              "(>= 10 runs per part, up to 1 s) and calibrated on 10 whole networks (>= 15 runs, up to 3 s, 3 rounds "
-             "spread over the profiling, fastest median kept)",
+             "spread over the profiling, the middle one kept)",
              "- MAPE and within +-10%: against the first measurement (95% intervals: t over architectures, Wilson); "
              "rho: Spearman, 95% bootstrap over architectures; re-test: the measurement against itself; coverage: "
              "share of first measurements inside the predicted 95% interval; re-test within +-10%: share of second "
