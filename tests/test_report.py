@@ -26,9 +26,10 @@ def _report(capsys, *argv) -> tuple[int, dict | None, str]:
 def test_report_html_json_and_artifacts(searched, capsys, tmp_path):
     folder, storage = searched
     out = tmp_path / "report.html"
+    study = optuna.load_study(study_name=STUDY, storage=storage)
+    before = {a.artifact_id for a in optuna.artifacts.get_all_artifact_meta(study)}
     code, rep, err = _report(capsys, "--study", STUDY, "--storage", storage, "--out", str(out), "--json")
     assert code == 0, err
-    study = optuna.load_study(study_name=STUDY, storage=storage)
     trials = study.get_trials()
     status = [t.user_attrs.get("status") for t in trials if t.state == TrialState.COMPLETE]
     c = rep["counts"]
@@ -76,7 +77,7 @@ def test_report_html_json_and_artifacts(searched, capsys, tmp_path):
         assert re.search(f'<figure id="{fig}"><svg', page)
     assert rep["claims"]["sentences"][0].split(":")[0] in page
     # attached for the dashboard: the report and the front plot, and every trial's note refreshed
-    arts = optuna.artifacts.get_all_artifact_meta(study)
+    arts = [a for a in optuna.artifacts.get_all_artifact_meta(study) if a.artifact_id not in before]
     assert sorted(a.filename for a in arts) == sorted(["report.html", f"front-{STUDY}.png"])
     assert all((folder / "artifacts" / a.artifact_id).is_file() for a in arts)
     assert "attached to study" in err
@@ -134,10 +135,10 @@ def test_bad_input_is_one_line_and_writes_nothing(searched, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_report_on_postgresql(postgres_url, capsys, tmp_path):
-    search(postgres_url, 3, baseline=False)
+    search(postgres_url, 2, baseline=False)
     code, rep, err = _report(capsys, "--study", STUDY, "--storage", postgres_url, "--json", "--out",
                              str(tmp_path / "pg.html"), "--artifacts", str(tmp_path / "arts"))
     assert code == 0, err
-    assert rep["counts"]["evaluated"] == 3 and rep["storage"].startswith("postgresql")
+    assert rep["counts"]["evaluated"] == 2 and rep["storage"].startswith("postgresql")
     study = optuna.load_study(study_name=STUDY, storage=postgres_url)
     assert len(optuna.artifacts.get_all_artifact_meta(study)) == 2 and any((tmp_path / "arts").iterdir())
