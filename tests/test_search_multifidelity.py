@@ -241,3 +241,29 @@ def test_ray_worker_killed_mid_promotion_is_retried_or_recorded_as_failed(tmp_pa
     assert by[first].values and not by[second].values and "died" in json.dumps(by[second].metrics).lower()
     assert not claims and len(rows) == len({(r.trial_number, r.rung) for r in rows})
     assert second not in {f["arch_hash"] for f in res.front}
+
+
+def test_report_of_a_multifidelity_study(searched, tmp_path, capsys):
+    """The report counts promotions, compares effects at rung 0 (every candidate's), puts the
+    front at its rung, and refreshes each promoted trial's dashboard note to its highest rung."""
+    import optuna
+    from optuna_dashboard import get_note
+
+    storage = searched["storage"]
+    capsys.readouterr()
+    assert main(["report", "--study", "mf", "--storage", storage, "--out", str(tmp_path / "mf.html"), "--json",
+                 "--artifacts", str(tmp_path / "arts")]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    rows = searched["tables"].rung_results("mf")
+    promoted: dict[int, int] = {}
+    for r in rows:
+        if r.values and r.rung > 0:
+            promoted[r.trial_number] = max(r.rung, promoted.get(r.trial_number, 0))
+    assert promoted and rep["counts"]["promoted"] == len(promoted)
+    assert rep["front_rung"] == max(promoted.values()) and all(f["rung"] == rep["front_rung"] for f in rep["front"])
+    assert rep["effects"]["rung"] == 0 and rep["effects"]["candidates"] == 8
+    assert not rep["effects"]["with_baseline"]  # the baseline stands at the top rung: not mixed in
+    study = optuna.load_study(study_name="mf", storage=storage)
+    for number, rung in promoted.items():
+        trial = optuna.trial.Trial(study, study.trials[number]._trial_id)
+        assert f"- rung {rung}; device" in get_note(trial)
