@@ -72,6 +72,7 @@ def test_another_setting_is_refused_saying_what_differs(tiny_table):
     with pytest.raises(LatencyTableError, match=r"threads 1 \(here 2\)") as err:
         load_model(table, space, other)
     assert "torch '2." in str(err.value) and "nasconv latency profile --space tiny20 --threads 2" in str(err.value)
+    assert f"--storage sqlite:///{table.url.split(':///', 1)[1]}`" in str(err.value)  # the database it read
     with pytest.raises(LatencyTableError, match="no latency table for space 'resnet20'"):
         from nasconv.spaces import load_space
 

@@ -18,7 +18,7 @@ from sqlalchemy import orm
 
 from nasconv.errors import NasconvError
 from nasconv.profile import LatencyResult, device_name, resolve_device
-from nasconv.storage import NasconvTables, open_storage, safe_url
+from nasconv.storage import DEFAULT_STORAGE, NasconvTables, open_storage, safe_url
 from nasconv.storage.tables import LatencyBlockRow, LatencyCalibrationRow
 
 #: the precision latencies are measured in (what the evaluator times: an fp32 forward pass)
@@ -105,6 +105,8 @@ class LatencyTable:
     def __init__(self, tables: NasconvTables, url: str = "") -> None:
         self.engine = tables.engine
         self.url = safe_url(url) if url else "the study database"
+        #: what the profile command needs besides the space to write to this database
+        self.storage_flag = f" --storage {self.url}" if url and url != DEFAULT_STORAGE else ""
         self.missing = LatencyBlockRow.__tablename__ in tables._missing
 
     def _session(self) -> orm.Session:
@@ -153,7 +155,7 @@ class LatencyTable:
             raise LatencyTableError(
                 f"{len(absent)} of the {len(wanted)} parts of space {space!r} are missing from the latency table "
                 f"for {setting.describe()} (e.g. {absent[0]}); `nasconv latency profile --space {space} "
-                f"--threads {setting.threads} --batch {setting.batch}` measures them (it resumes)")
+                f"--threads {setting.threads} --batch {setting.batch}{self.storage_flag}` measures them (it resumes)")
         return out
 
     def put_calibration(self, setting: DeviceSetting, space: str, space_hash: str, calibration: dict) -> None:
@@ -200,7 +202,8 @@ def require_calibration(table: LatencyTable, setting: DeviceSetting, space: str)
     found = table.calibration(setting, space)
     if found is not None:
         return found
-    make = f"`nasconv latency profile --space {space} --threads {setting.threads} --batch {setting.batch}`"
+    make = (f"`nasconv latency profile --space {space} --threads {setting.threads} --batch {setting.batch}"
+            f"{table.storage_flag}`")
     others = table.settings_for(space)
     if others:
         diffs = "; ".join(", ".join(o.differences(setting)) for o in others[:3])
