@@ -107,7 +107,7 @@ class LatencyTable:
         self.url = safe_url(url) if url else "the study database"
         #: what the profile command needs besides the space to write to this database
         self.storage_flag = f" --storage {self.url}" if url and url != DEFAULT_STORAGE else ""
-        self.missing = LatencyBlockRow.__tablename__ in tables._missing
+        self.missing = tables.lacks(LatencyBlockRow.__tablename__)
 
     def _session(self) -> orm.Session:
         return orm.Session(self.engine)

@@ -202,6 +202,10 @@ class NasconvTables:
                             FrontSnapshotRow.__tablename__)}:
                         raise
 
+    def lacks(self, table: str) -> bool:
+        """Whether a read-only database has no ``table`` (a nasconv table it was made without)."""
+        return table in self._missing
+
     def get_cached(self, settings_key: str, arch_hash: str) -> dict[str, Any] | None:
         if EvalCacheRow.__tablename__ in self._missing:
             return None
