@@ -29,7 +29,8 @@ from nasconv.cli._common import BUDGET_HELP, Parser, results_only_on_stdout
 from nasconv.errors import NasconvError, Terminated
 
 #: the commands, in the order ``nasconv --help`` lists them (module ``nasconv.cli.<name>`` each)
-COMMANDS = ("ops", "space", "cost", "sample", "evaluate", "search", "pareto", "dashboard", "export")
+COMMANDS = ("ops", "space", "cost", "sample", "evaluate", "search", "pareto", "report", "dashboard", "export",
+            "latency")
 
 if TYPE_CHECKING:  # at run time TABLE loads on first use (module __getattr__)
     TABLE: dict[str, ModuleType]

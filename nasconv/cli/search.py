@@ -124,6 +124,6 @@ def run(args: argparse.Namespace) -> int:
     print(front_table(res.front, res.baseline))
     if res.noise:
         print(f"noise: {noise_line(res.noise)}")
-    print(f"next: nasconv pareto --study {res.study_name} --plot front.png   |   "
-          f"nasconv dashboard --storage {res.storage}")
+    print(f"next: nasconv report --study {res.study_name} --out report.html   |   "
+          f"nasconv dashboard --study {res.study_name} --storage {res.storage}")
     return 0

@@ -39,7 +39,9 @@ from nasconv.results import (
     rung_counts,
     trial_summary,
 )
+from nasconv.results.notes import save_trial_note, trial_note
 from nasconv.search.config import SearchConfig, SearchResult, check_address
+from nasconv.search.latency_gate import LatencyGate
 from nasconv.search.liveness import (
     DeferredInterrupt,
     Heartbeat,
@@ -76,7 +78,8 @@ class SearchDriver:
         self._runner = runner
         self.space = load_space(cfg.space)
         self.budget = parse_budget(cfg.budget)
-        if ("latency" in cfg.objectives or self.budget.latency_ms) and not cfg.eval.latency:
+        if ("latency" in cfg.objectives or self.budget.latency_ms) and not cfg.eval.latency \
+                and cfg.latency == "measure":
             raise UsageError("a latency objective or budget needs latency measurement (drop --no-latency)")
         if cfg.keep_weights:
             problem = keep_weights_problem(self.space, cfg.eval)
@@ -99,6 +102,7 @@ class SearchDriver:
             check_address(cfg.address)
         self.storage, self.tables = open_storage(cfg.storage)
         try:
+            self.latency = LatencyGate.for_search(cfg, self.space, self.budget, self.tables)
             self.study = open_study(self.storage, self.study_name, cfg, self.space, self.budget)
             self.hv_ref: list[float] | None = self.study.user_attrs.get("hv_reference")
             self.ordinal = ordinal_params(self.study)
@@ -119,6 +123,7 @@ class SearchDriver:
         self.rungs = RungScheduler(self.tables, self.study_name, self.space.name, self.fid, cfg.eval,
                                    cfg.objectives, cfg.directions, self.driver_id, storage=self.storage)
         self.front_rung = 0
+        self.predicted: dict[str, Any] = {}  # arch hash -> its latency prediction (nasconv.latency)
         self._seeded = False
         self.jobs: dict[str, list[optuna.trial.Trial]] = {}  # arch hash -> trials waiting for it
         self.job_arch: dict[str, ArchSpec] = {}
@@ -361,6 +366,7 @@ class SearchDriver:
                 raise NasconvError(f"the baseline evaluation failed: {error}")
             metrics.pop("weights", None)
             self.tables.put_cached(key, arch.arch_hash, self.space.name, metrics)
+        metrics = self.latency.fill(metrics, self.latency.decide(arch).prediction)
         keep = {k: metrics.get(k) for k in ("accuracy", "accuracy_se", "accuracy_ci", "val_images", "score",
                                             "latency_ms", "latency_ci_ms", "params", "macs", "arch_hash")}
         self.study.set_user_attr("baseline", keep)
@@ -400,10 +406,14 @@ class SearchDriver:
         attrs = {"arch": arch.to_dict(), "arch_hash": arch.arch_hash, "ops": arch.ops_label(),
                  "macs": cost.macs, "params": cost.params}
         over = self.budget.violations(macs=cost.macs, params=cost.params)
+        decision = self.predicted[arch.arch_hash] = self.latency.decide(arch)
+        if decision.reject:  # the latency budget, checked on the prediction's interval
+            over.append(decision.reject)
         if over:
             _optuna.set_user_attrs(trial, {**attrs, "status": "rejected",
                                            "reject_reason": "over budget: " + "; ".join(over)})
-            set_constraints(trial, self.budget, cost.macs, cost.params, None)
+            set_constraints(trial, self.budget, cost.macs, cost.params,
+                            decision.prediction.latency_ms if decision.prediction else None)
             self.study.tell(trial, placeholder_values(self.cfg.objectives, cost.macs, cost.params,
                                                       self._complete_trials(), self.cfg.eval.proxy))
             self.heartbeat.remove(_optuna.trial_id(trial))
@@ -425,13 +435,16 @@ class SearchDriver:
             return "attached"
         self.jobs[arch.arch_hash] = [trial]
         self.job_arch[arch.arch_hash] = arch
-        runner.submit(arch.arch_hash, self.job, arch.to_dict(), self.cfg.eval.to_dict())
+        eval_cfg = self.latency.eval_config(self.cfg.eval, decision)  # timed or not
+        runner.submit(arch.arch_hash, self.job, arch.to_dict(), eval_cfg.to_dict())
         return "submitted"
 
     def _tell_metrics(self, trial: optuna.trial.Trial, metrics: dict[str, Any], *, status: str) -> bool:
         """Tell one evaluated (or cached) trial; False when another driver had failed it already
         (its parameters are queued again, and this result is in the cache for them)."""
         macs, params = trial.user_attrs["macs"], trial.user_attrs["params"]
+        decision = self.predicted.get(trial.user_attrs["arch_hash"])
+        metrics = self.latency.fill(metrics, decision.prediction if decision else None)
         try:
             values = objective_values(metrics, self.cfg.objectives)
             attrs = {k: metrics[k] for k in TRIAL_ATTRS if metrics.get(k) is not None}
@@ -451,6 +464,8 @@ class SearchDriver:
             return False
         fault_point("after_tell", trial.number)
         self.snapshot(trial.number)
+        save_trial_note(self.study, trial, trial_note(trial.number, {**trial.user_attrs, **attrs},
+                                                          self.cfg.eval.train.val_images))
         return True
 
     def _promote_one(self, runner: Any, evaluated: int) -> bool:
@@ -517,6 +532,8 @@ class SearchDriver:
     def result(self, baseline: dict[str, Any] | None, interrupted: bool) -> SearchResult:
         n_val = self.cfg.eval.train.val_images
         front = [trial_summary(t, n_val) for t in sorted(self.last_front, key=lambda t: t.number)]
+        remeasured = self.latency.remeasure_front(front, self.tables, self.study_name) \
+            if self.cfg.latency == "predict+remeasure" and not interrupted else (0, 0)
         per_rung = rung_counts(self.rungs.views(self._complete_trials())) if self.fid.tracked else {}
         baseline = fill_intervals(dict(baseline), n_val) if baseline else None
         return SearchResult(
@@ -524,7 +541,8 @@ class SearchDriver:
             failed=self.counts["failed"], rejected=self.counts["rejected"], cached=self.counts["cached"],
             front=front, hypervolume=self.last_hv, baseline=baseline, interrupted=interrupted,
             noise=resolution(front, baseline, self.cfg.objectives), rung=self.front_rung, rungs=self.fid.rungs,
-            promoted=self.rungs.promoted, per_rung=per_rung)
+            promoted=self.rungs.promoted, per_rung=per_rung, remeasured=remeasured[0],
+            remeasured_over_budget=remeasured[1])
 
 
 def run_search(cfg: SearchConfig, *, evaluator: Callable[..., dict[str, Any]] = evaluate,

@@ -20,7 +20,14 @@ TRIAL_ATTRS = ("accuracy", "accuracy_se", "accuracy_ci", "val_images", "score", 
                "precision", "latency_batch", "latency_resolution", "device", "device_name", "threads", "train_time_s",
                "eval_time_s", "diverged", "diverged_step", "steps", "torch_version", "nasconv_version", "node",
                "node_ip", "ray_node_id", "worker_pid", "worker_span", "gpu_ids", "cuda_visible_devices",
-               "simulated_cuda", "settings_key")
+               "simulated_cuda", "settings_key", "latency_source", "latency_predicted_ms", "latency_predicted_ci_ms")
+
+
+def metric_names(objectives: Sequence[str], proxy: str = "train") -> list[str]:
+    """The names Optuna (and optuna-dashboard) show for the objectives' values: ``accuracy``
+    (a zero-cost proxy's ``<proxy>_score``), ``latency_ms``, ``macs``, ``params``."""
+    names = {"accuracy": "accuracy" if proxy == "train" else f"{proxy}_score", "latency": "latency_ms"}
+    return [names.get(o, o) for o in objectives]
 
 
 def objective_values(metrics: dict[str, Any], objectives: Sequence[str]) -> list[float] | None:

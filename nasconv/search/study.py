@@ -26,6 +26,7 @@ from nasconv.budget import Budget
 from nasconv.errors import SpaceError, StorageError
 from nasconv.evaluate import EvalConfig
 from nasconv.search.config import SearchConfig
+from nasconv.search.objectives import metric_names
 from nasconv.search.samplers import make_sampler
 from nasconv.spaces import SearchSpace
 from nasconv.storage import is_database_locked
@@ -138,6 +139,9 @@ def open_study(storage: optuna.storages.BaseStorage, name: str, cfg: SearchConfi
         if legacy:
             _check_legacy(study, name, space)
             study.set_user_attr("space_hash", space.content_hash)
+    names = metric_names(cfg.objectives, cfg.eval.proxy)
+    if study.metric_names != names:  # named in optuna-dashboard; studies made before names get them
+        study.set_metric_names(names)
     study.sampler = make_sampler(sampler_name(cfg, study.user_attrs), cfg.seed, len(cfg.objectives))
     return study
 
