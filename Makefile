@@ -31,7 +31,7 @@ search: setup
 	$(BIN)/nasconv search --space $(SPACE) --budget $(BUDGET)
 
 test: setup lint browser
-	$(BIN)/python -m pytest -q -n 2  # two processes: most tests wait on subprocesses, Ray or PostgreSQL
+	$(BIN)/python -m pytest -q
 
 # Debian's Chromium for the report and dashboard tests (a real headless browser), when missing.
 browser:

@@ -11,8 +11,15 @@ without native bf16 instructions torch emulates bf16, and the report says which 
 two trainings of an architecture run one after the other, fp32 first for even sample indices and
 bf16 first for odd ones, so that a drift of the machine's load falls on both alike.
 
+Each architecture is also trained a third time in fp32 with the next seed (run ``fp32-seed+1``):
+two fp32 trainings differ by their seed alone, and bf16 changes an architecture's result as a new
+seed does (the sums round differently from the first step on), so the rho of fp32 against its own
+re-run is the ceiling that the noise of the proxy leaves for bf16's rho (with few candidates
+spread over a few standard errors of accuracy, no precision can reach a rho of 0.9 that fp32
+does not reach against itself). ``--no-rerun`` leaves it out.
+
 Per space: Spearman's rho of the bf16 accuracies against the fp32 ones (average ranks for ties)
-with a bootstrap 95% interval (architectures resampled), the mean absolute accuracy difference,
+with a bootstrap 95% interval (architectures resampled), the same for the fp32 re-run, the mean absolute accuracy difference,
 the median time per candidate of each precision (``train_time_s``: training and validation) with
 its distribution-free 95% interval (``nasconv.stats.median_interval``), and the speed-up: the
 median of the per-architecture fp32/bf16 time ratios, with the same interval. The issue's goal
@@ -54,6 +61,9 @@ from nasconv.stats import median_interval
 from nasconv.train import TrainConfig, train_candidate
 
 PRECISIONS = ("fp32", "bf16")
+#: the trainings of each architecture: name -> (precision, seed offset); the re-run is the noise ceiling
+RUNS = {"fp32": ("fp32", 0), "bf16": ("bf16", 0), "fp32-seed+1": ("fp32", 1)}
+RERUN = "fp32-seed+1"
 SPACES = ("resnet20", "resnet18", "resnet50")
 #: the issue's goal for bf16: at least this speed-up, ranking at least this close to fp32's
 TARGET_SPEEDUP, TARGET_RHO = 1.5, 0.9
@@ -65,9 +75,10 @@ QUICK_TRAIN = {"train_images": 128, "val_images": 64, "batch_size": 32, "resolut
 # --- settings and stored evaluations --------------------------------------------------------
 
 
-def train_config(space_name: str, precision: str, quick: bool) -> TrainConfig:
+def train_config(space_name: str, precision: str, quick: bool, seed_offset: int = 0) -> TrainConfig:
     """The space's default proxy (the CLI's: ``TrainConfig()`` with the space's proxy settings)."""
     base = dataclasses.replace(TrainConfig(), **load_space(space_name).proxy_settings, precision=precision)
+    base = dataclasses.replace(base, seed=base.seed + seed_offset)
     return dataclasses.replace(base, **QUICK_TRAIN) if quick else base
 
 
@@ -77,7 +88,7 @@ def settings_hash(cfg: TrainConfig, data: str, threads: int) -> str:
 
 
 def read_evals(path: Path) -> dict[tuple[str, str, str, str], dict[str, Any]]:
-    """Stored evaluations by (space, arch_hash, precision, settings hash); a torn last line (a run
+    """Stored evaluations by (space, arch_hash, run, settings hash); a torn last line (a run
     killed while writing it) is left out."""
     out: dict[tuple[str, str, str, str], dict[str, Any]] = {}
     if not path.exists():
@@ -87,18 +98,18 @@ def read_evals(path: Path) -> dict[tuple[str, str, str, str], dict[str, Any]]:
             r = json.loads(line)
         except json.JSONDecodeError:
             continue
-        out[(r["space"], r["arch_hash"], r["precision"], r["settings_hash"])] = r
+        out[(r["space"], r["arch_hash"], r.get("run", r["precision"]), r["settings_hash"])] = r
     return out
 
 
 def run_one(space_name: str, index: int, arch: Any, ds: Any, cfg: TrainConfig, key: str,
-            other: OtherCpu) -> dict[str, Any]:
+            other: OtherCpu, run: str) -> dict[str, Any]:
     other.lap()
     cpu0, t0 = time.process_time(), time.perf_counter()
     res = train_candidate(arch, ds, cfg, allow_emulated=True)
     return {
         "space": space_name, "index": index, "arch_hash": arch.arch_hash, "ops": arch.ops_label(),
-        "precision": res.precision, "settings_hash": key, "accuracy": res.accuracy, "val_loss": res.val_loss,
+        "run": run, "precision": res.precision, "seed": cfg.seed, "settings_hash": key, "accuracy": res.accuracy, "val_loss": res.val_loss,
         "train_loss": res.train_loss, "diverged": res.diverged, "diverged_step": res.diverged_step,
         "steps": res.steps, "train_time_s": res.train_time_s, "wall_s": time.perf_counter() - t0,
         "cpu_s": time.process_time() - cpu0, "other_cpu_cores": other.lap(), "load1": os.getloadavg()[0],
@@ -128,8 +139,18 @@ def summarize(space: str, pairs: list[dict[str, dict[str, Any]]]) -> dict[str, A
     if len(pairs) >= 2:
         out["spearman_rho"] = spearman(acc["fp32"], acc["bf16"])
         out["rho_ci95"] = list(bootstrap_rho(acc["fp32"], acc["bf16"]))
+    reruns = [r for r in pairs if RERUN in r]
+    if len(reruns) == len(pairs) and len(pairs) >= 2:  # the noise ceiling: fp32 against its own next seed
+        again = [r[RERUN]["accuracy"] for r in pairs]
+        out["rerun_rho"] = spearman(acc["fp32"], again)
+        out["rerun_rho_ci95"] = list(bootstrap_rho(acc["fp32"], again))
+        out["rerun_mean_abs_accuracy_diff"] = statistics.fmean(abs(x - y) for x, y in zip(acc["fp32"], again))
     rho = out.get("spearman_rho", float("nan"))
     out["goal_met"] = bool(out["speedup"] >= TARGET_SPEEDUP and rho >= TARGET_RHO)
+    # what the noise allows: bf16 ranks as fp32 does if its rho is no lower than a second fp32 seed's,
+    # i.e. the rerun's rho is not above bf16's interval
+    if "rerun_rho" in out and "rho_ci95" in out:
+        out["bf16_within_seed_noise"] = bool(out["rerun_rho"] <= out["rho_ci95"][1])
     return out
 
 
@@ -151,6 +172,13 @@ def findings(meta: dict[str, Any], summary: list[dict[str, Any]]) -> list[str]:
                    f"{_f(s['speedup'], '.2f')} (95% CI {_f(s['speedup_ci95'][0], '.2f')} to "
                    f"{_f(s['speedup_ci95'][1], '.2f')}): the goal (>= {TARGET_SPEEDUP} with rho >= {TARGET_RHO}) is "
                    + ("met." if s["goal_met"] else "not met."))
+        if "rerun_rho" in s:
+            rlo, rhi = s["rerun_rho_ci95"]
+            verdict = ("bf16's rho is within what a new seed alone gives" if s["bf16_within_seed_noise"]
+                       else "bf16's rho is below what a new seed alone gives: bf16 ranks differently")
+            out.append(f"  - noise ceiling: fp32 against fp32 with the next seed ranks them with rho "
+                       f"{_f(s['rerun_rho'], '.2f')} (95% CI {_f(rlo, '.2f')} to {_f(rhi, '.2f')}), mean |accuracy "
+                       f"difference| {_f(s['rerun_mean_abs_accuracy_diff'], '.4f')}: {verdict}.")
     if not meta["native_bf16"]:
         out.append("- This CPU has no native bf16 instructions: torch emulated bf16, so the times say nothing of a "
                    "CPU with AVX512-BF16 or AMX; the ranking is that of bf16 arithmetic, which such a CPU shares "
@@ -187,14 +215,15 @@ def markdown(meta: dict[str, Any], summary: list[dict[str, Any]], evals: list[di
                    f"{cfg['batch_size']}, {cfg['val_images']} val images, {cfg['resolution']} px, max_depth "
                    f"{cfg['max_depth']}, width_factor {cfg['width_factor']}, seed {cfg['seed']}")
     out += ["", "## Findings", "", *findings(meta, summary), "", "## Summary", "",
-            "| space | n | Spearman rho | 95% CI | mean abs acc diff | fp32 s | 95% CI | bf16 s | 95% CI | "
-            "speed-up | 95% CI | goal |",
-            "|---|---:|---:|---|---:|---:|---|---:|---|---:|---|---|"]
+            "| space | n | Spearman rho | 95% CI | fp32 re-run rho | 95% CI | mean abs acc diff | fp32 s | 95% CI "
+            "| bf16 s | 95% CI | speed-up | 95% CI | goal |",
+            "|---|---:|---:|---|---:|---|---:|---:|---|---:|---|---:|---|---|"]
     ci = lambda v, fmt=".2f": f"{_f(v[0], fmt)} to {_f(v[1], fmt)}" if v else ""  # noqa: E731
     for s in summary:
         if not s["n"]:
             continue
         out.append(f"| {s['space']} | {s['n']} | {_f(s.get('spearman_rho'), '.2f')} | {ci(s.get('rho_ci95'))} | "
+                   f"{_f(s.get('rerun_rho'), '.2f')} | {ci(s.get('rerun_rho_ci95'))} | "
                    f"{_f(s['mean_abs_accuracy_diff'], '.4f')} | {_f(s['fp32_time_s'], '.1f')} | "
                    f"{ci(s['fp32_time_ci95_s'], '.1f')} | {_f(s['bf16_time_s'], '.1f')} | "
                    f"{ci(s['bf16_time_ci95_s'], '.1f')} | {_f(s['speedup'], '.2f')} | {ci(s['speedup_ci95'])} | "
@@ -207,12 +236,14 @@ def markdown(meta: dict[str, Any], summary: list[dict[str, Any]], evals: list[di
         if not rows:
             continue
         out += ["", f"## {space}: per architecture", "",
-                "| # | arch_hash | ops | fp32 acc | bf16 acc | fp32 s | bf16 s |", "|---:|---|---|---:|---:|---:|---:|"]
+                "| # | arch_hash | ops | fp32 acc | bf16 acc | fp32 re-run acc | fp32 s | bf16 s |",
+                "|---:|---|---|---:|---:|---:|---:|---:|"]
         for (_, h), res in rows:
             g = lambda p, k, fmt: _f(res[p][k], fmt) if p in res else "n/a"  # noqa: E731
             ops = next(iter(res.values()))["ops"].replace(" | ", "; ")
             out.append(f"| {_index(res)} | `{h}` | {ops} | {g('fp32', 'accuracy', '.4f')} | "
-                       f"{g('bf16', 'accuracy', '.4f')} | {g('fp32', 'train_time_s', '.1f')} | "
+                       f"{g('bf16', 'accuracy', '.4f')} | {g(RERUN, 'accuracy', '.4f')} | "
+                       f"{g('fp32', 'train_time_s', '.1f')} | "
                        f"{g('bf16', 'train_time_s', '.1f')} |")
     return "\n".join(out) + "\n"
 
@@ -236,6 +267,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", default=None, help="where to look for the dataset first")
     parser.add_argument("--quick", action="store_true", help="smoke run; writes files only with --out")
     parser.add_argument("--fresh", action="store_true", help="start the stored evaluations file anew")
+    parser.add_argument("--no-rerun", action="store_true", help="leave out the fp32 re-run with the next seed "
+                        "(the noise ceiling of rho)")
     parser.add_argument("--out", default=None, help="output folder (default benchmarks/results)")
     args = parser.parse_args(argv)
 
@@ -281,29 +314,31 @@ def main(argv: list[str] | None = None) -> int:
     print(f"CPU {meta['cpu']}: native bf16 {'yes' if meta['native_bf16'] else 'no (emulated)'}; "
           f"{torch.get_num_threads()} threads; load average {meta['load_before']}", flush=True)
     for space in spaces:
-        cfgs = {p: train_config(space, p, args.quick) for p in PRECISIONS}
-        keys = {p: settings_hash(c, args.data, torch.get_num_threads()) for p, c in cfgs.items()}
+        runs = [r for r in RUNS if not (args.no_rerun and r == RERUN)]
+        cfgs = {r: train_config(space, RUNS[r][0], args.quick, seed_offset=RUNS[r][1]) for r in runs}
+        keys = {r: settings_hash(c, args.data, torch.get_num_threads()) for r, c in cfgs.items()}
         meta["settings"][space] = {k: v for k, v in cfgs["fp32"].to_dict().items() if k != "precision"}
         pairs: list[dict[str, dict[str, Any]]] = []
         for i, arch in enumerate(sample_archs(space, n, args.seed)):
             pair: dict[str, dict[str, Any]] = {}
-            for p in (PRECISIONS if i % 2 == 0 else PRECISIONS[::-1]):
+            # fp32 and bf16 alternate which goes first; the re-run comes last
+            for p in [*(PRECISIONS if i % 2 == 0 else PRECISIONS[::-1]), *runs[len(PRECISIONS):]]:
                 key = (space, arch.arch_hash, p, keys[p])
                 if key in stored:
                     pair[p], reused = stored[key], reused + 1
                     continue
-                r = pair[p] = run_one(space, i, arch, ds, cfgs[p], keys[p], other)
+                r = pair[p] = run_one(space, i, arch, ds, cfgs[p], keys[p], other, p)
                 if evals_path is not None:
                     with evals_path.open("a") as f:
                         f.write(json.dumps(r, default=float) + "\n")
                 print(f"  {space} #{i} {arch.arch_hash} {p}: acc {r['accuracy']:.4f}  {r['train_time_s']:.1f} s "
                       f"(others {r['other_cpu_cores']:.2f} cores)", flush=True)
-            done.extend(pair[p] for p in PRECISIONS)
+            done.extend(pair[p] for p in runs)
             pairs.append(pair)
         summary.append(summarize(space, pairs))
         s = summary[-1]
-        print(f"  {space}: rho {_f(s.get('spearman_rho'), '+.3f')}, speed-up {_f(s.get('speedup'), '.2f')}",
-              flush=True)
+        print(f"  {space}: rho {_f(s.get('spearman_rho'), '+.3f')} (fp32 re-run {_f(s.get('rerun_rho'), '+.3f')}), "
+              f"speed-up {_f(s.get('speedup'), '.2f')}", flush=True)
         save()
     save()
     print(f"run time {time.perf_counter() - t0:.0f} s; {reused} trainings reused"

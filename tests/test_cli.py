@@ -110,6 +110,7 @@ BAD = [
     (["evaluate", "--space", "resnet20", "--data", "mnist-digits"], 2, "unknown dataset 'mnist-digits'"),
     (["evaluate", "--space", "resnet20", "--data", "imagefolder:/no/such/dir"], 1, "/no/such/dir"),
     (["evaluate", "--space", "resnet20", "--epochs", "0"], 2, "epochs must be >= 1"),
+    (["evaluate", "--space", "resnet20", "--val-images", "0"], 2, "val_images must be >= 1"),
     (["evaluate", "--space", "resnet20", "--latency-threads", "0"], 2, "latency threads must be >= 1"),
     (["search", "--space", "resnet20", "--latency-threads", "0"], 2, "latency threads must be >= 1"),
     (["search", "--space", "resnet20", "--trials", "0"], 2, "--trials must be >= 1"),
@@ -127,7 +128,20 @@ BAD = [
 
 
 @pytest.mark.parametrize("argv,code,text", BAD, ids=[" ".join(b[0]) for b in BAD])
-def test_bad_input_is_one_line(argv, code, text):
+def test_bad_input_is_one_line(argv, code, text, capsys):
+    assert main(argv) == code
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("nasconv: error: ") and text in lines[0], lines[0]
+
+
+#: one usage error, one error of the library, one of the storage: as the console entry point ends them
+IN_A_PROCESS = [BAD[0], BAD[5], BAD[-3]]
+
+
+@pytest.mark.parametrize("argv,code,text", IN_A_PROCESS, ids=[" ".join(b[0]) for b in IN_A_PROCESS])
+def test_bad_input_of_the_real_command_is_one_line(argv, code, text):
     out = run(*argv)
     assert out.returncode == code, out.stderr
     lines = out.stderr.strip().splitlines()

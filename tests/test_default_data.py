@@ -13,11 +13,13 @@ import optuna
 import pytest
 
 from nasconv.evaluate import EvalConfig, evaluate
+from nasconv.precision import resolve_precision
 from nasconv.spaces import load_space
 from tests.test_data_cifar import write_cifar10
 
+AUTO = resolve_precision("auto", "cpu")  # what a search on this machine's CPU trains in
 FAST = ["--space", "resnet20", "--trials", "1", "--no-baseline", "--inline", "--train-images", "128",
-        "--batch-size", "32", "--latency-batch", "1"]
+        "--val-images", "300", "--batch-size", "32", "--latency-batch", "1"]
 
 
 def _search(storage: str, *extra: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -37,10 +39,11 @@ def test_without_data_a_new_study_says_and_stamps_its_choice_and_a_resumed_one_k
     attrs = optuna.load_study(study_name="d", storage=storage).user_attrs
     assert attrs["eval_config"]["data"] == "fashion-mnist"
     assert attrs["data_choice"].startswith("fashion-mnist: CIFAR-10 not found")
-    assert attrs["eval_config"]["device"] == "cpu" and attrs["eval_config"]["train"]["precision"] == "fp32"
+    assert attrs["eval_config"]["device"] == "cpu" and attrs["eval_config"]["train"]["precision"] == AUTO
     trial = optuna.load_study(study_name="d", storage=storage).trials[0]
     assert trial.user_attrs["latency_isolated"] is True and trial.user_attrs["latency_wait_s"] >= 0
-    assert trial.user_attrs["precision"] == "fp32"
+    assert trial.user_attrs["val_images"] == 300  # --val-images
+    assert trial.user_attrs["precision"] == AUTO  # bf16 on a CPU with native bf16, else fp32
 
     # CIFAR-10 appears (in $NASCONV_DATA): the stored study keeps its data, a new one takes CIFAR-10.
     write_cifar10(tmp_path / "data" / "cifar-10-batches-py", per_batch=40)

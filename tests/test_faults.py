@@ -102,7 +102,7 @@ def test_sigint_stops_cleanly_then_rerun_completes(search_cli, tmp_path):
     waiting = study.get_trials(states=(TrialState.WAITING,))
     assert [t.system_attrs["fixed_params"] for t in waiting] == [failed[0].params]  # queued again
 
-    again = search_cli.run(storage, trials, slow=True)
+    again = search_cli.run(storage, trials, slow=True, env=search_cli.env(NASCONV_TEST_DELAY="nowhere:0"))
     assert again.returncode == 0, again.stderr
     info = search_cli.check(storage, trials)
     assert failed[0].params in [t.params for t in info["done"]]

@@ -37,7 +37,11 @@ def test_summary_of_pairs():
               "bf16": {"accuracy": a + 0.01, "train_time_s": 5.0, "diverged": False}} for a in (0.5, 0.6, 0.7)]
     s = pf.summarize("resnet20", pairs)
     assert s["n"] == 3 and s["spearman_rho"] == pytest.approx(1.0) and s["speedup"] == 2.0
-    assert s["mean_abs_accuracy_diff"] == pytest.approx(0.01) and s["goal_met"]
+    assert s["mean_abs_accuracy_diff"] == pytest.approx(0.01) and s["goal_met"] and "rerun_rho" not in s
+    for p, a in zip(pairs, (0.6, 0.5, 0.7)):  # a new fp32 seed swaps two of three
+        p["fp32-seed+1"] = {"accuracy": a, "train_time_s": 10.0, "diverged": False}
+    s = pf.summarize("resnet20", pairs)
+    assert s["rerun_rho"] == pytest.approx(0.5) and s["bf16_within_seed_noise"]
 
 
 @pytest.mark.slow
@@ -47,17 +51,21 @@ def test_quick_run_resumes_from_its_stored_evaluations(tmp_path):
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     lines = (tmp_path / "precision_fidelity-evals.jsonl").read_text().splitlines()
     evals = [json.loads(line) for line in lines]
-    assert sorted(e["precision"] for e in evals) == ["bf16", "bf16", "fp32", "fp32"]
-    # interleaved: fp32 first for the first architecture, bf16 first for the second
-    assert [e["precision"] for e in evals] == ["fp32", "bf16", "bf16", "fp32"]
+    # interleaved: fp32 first for the first architecture, bf16 first for the second; the fp32
+    # re-run (the next seed: the noise ceiling of rho) last
+    assert [e["run"] for e in evals] == ["fp32", "bf16", "fp32-seed+1", "bf16", "fp32", "fp32-seed+1"]
+    assert [e["precision"] for e in evals] == ["fp32", "bf16", "fp32", "bf16", "fp32", "fp32"]
+    assert [e["seed"] for e in evals if e["run"] == "fp32-seed+1"] == [e["seed"] + 1 for e in evals
+                                                                     if e["run"] == "fp32"]
     res = json.loads((tmp_path / "precision_fidelity.json").read_text())
     (s,) = res["summary"]
     assert s["space"] == "resnet20" and s["n"] == 2 and s["speedup"] > 0 and "native_bf16" in res["meta"]
+    assert "rerun_rho" in s and "fp32 re-run" in (tmp_path / "precision_fidelity.md").read_text()
     md = (tmp_path / "precision_fidelity.md").read_text()
     assert res["meta"]["cpu"] in md and "native bf16" in md and "| resnet20 | 2 |" in md
 
     again = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert "4 trainings reused" in again.stdout
+    assert "6 trainings reused" in again.stdout
     assert (tmp_path / "precision_fidelity-evals.jsonl").read_text().splitlines() == lines  # nothing trained again
     assert json.loads((tmp_path / "precision_fidelity.json").read_text())["summary"] == res["summary"]

@@ -11,6 +11,7 @@ import pytest
 from optuna.trial import TrialState
 
 from nasconv.cli import main
+from nasconv.precision import resolve_precision
 from nasconv.storage import NasconvTables
 from tests.conftest import _unavailable
 from tests.report_helpers import STUDY, browse, chromium, console_errors, search
@@ -37,7 +38,7 @@ def test_report_html_json_and_artifacts(searched, capsys, tmp_path):
         len(trials), status.count("evaluated"), status.count("rejected"))
     assert c["evaluated"] == 10 and c["failed"] == 0
     assert rep["settings"]["space"] == "resnet20" and rep["settings"]["metric_names"] == ["accuracy", "latency_ms"]
-    assert rep["settings"]["devices"] and rep["settings"]["precisions"] == ["fp32"]
+    assert rep["settings"]["devices"] and rep["settings"]["precisions"] == [resolve_precision("auto", "cpu")]
     assert rep["time"]["evaluations"] == 10 and 0 < rep["time"]["evaluation_s"] <= rep["time"]["wall_s"] + 1
     # the front is pareto's, each member with its intervals
     assert main(["pareto", "--study", STUDY, "--storage", storage, "--json"]) == 0

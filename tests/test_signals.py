@@ -169,7 +169,9 @@ def test_sigterm_on_ray_stops_cleanly_without_a_crash_report(search_cli, tmp_pat
     assert not [p for p in ray_processes if _alive(p)]
     _stopped_cleanly(search_cli, storage, "SIGTERM")
 
-    again = _start(search_cli, storage, trials, ray=True, env=search_cli.env(**NO_DELAY))
+    # resumed inline (resuming on Ray is test_faults' and test_search_multifidelity's): a study
+    # stopped on Ray resumes in any runner
+    again = _start(search_cli, storage, trials, env=search_cli.env(**NO_DELAY))
     _, err = _finish(again, timeout=300)
     assert again.returncode == 0, err
     search_cli.check(storage, trials)

@@ -28,8 +28,8 @@ def test_random_architectures_build_and_cost_exactly(space_name):
     space = load_space(space_name)
     rng = random.Random(0)
     res = SMALL_RES.get(space_name, 64)
-    archs = [space.sample(rng) for _ in range(50)]
-    assert len({a.arch_hash for a in archs}) > 40
+    archs = [space.sample(rng) for _ in range(30)]
+    assert len({a.arch_hash for a in archs}) > 25
     for i, arch in enumerate(archs):
         space.check_arch(arch)
         expected = estimate_cost(arch, res, num_classes=10, in_channels=1)
@@ -38,9 +38,9 @@ def test_random_architectures_build_and_cost_exactly(space_name):
             meta_model = build_model(arch, num_classes=10, in_channels=1)
         measured = measure_cost(meta_model, (1, res, res))
         assert (expected.params, expected.macs) == (measured.params, measured.macs), arch.ops_label()
-        if i % 5:
+        if i % 6:
             continue
-        # ... and every fifth one is built for real, measured, and run.
+        # ... and every sixth one is built for real, measured, and run.
         model = build_model(arch, num_classes=10, in_channels=1)
         assert measure_cost(model, (1, res, res)) == measured
         with torch.no_grad():

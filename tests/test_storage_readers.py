@@ -41,8 +41,9 @@ def _wait_up(url: str, proc: subprocess.Popen, timeout: float = 90) -> None:
 
 @pytest.mark.slow
 def test_pareto_and_dashboard_read_while_a_search_writes(search_cli, tmp_path):
-    url, trials = f"sqlite:///{tmp_path}/s.db", 5
-    first = search_cli.run(url, 1, slow=True)  # the study exists before the readers start
+    url, trials = f"sqlite:///{tmp_path}/s.db", 4
+    # the study exists before the readers start (made at once: no 2-s evaluation)
+    first = search_cli.run(url, 1, slow=True, env=search_cli.env(NASCONV_TEST_DELAY="nowhere:0"))
     assert first.returncode == 0, first.stderr
     port = free_port()
     dash = subprocess.Popen([sys.executable, "-m", "nasconv.cli", "dashboard", "--storage", url, "--port", str(port)],

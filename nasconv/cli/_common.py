@@ -98,6 +98,9 @@ def add_eval_args(q: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--train-images", type=int, default=None,
                    help="training images of the proxy (default 8000; on a GPU the space's proxy_gpu: 40000)")
+    g.add_argument("--val-images", type=int, default=None,
+                   help="held-out images an accuracy is measured on (default 2000; on a GPU the space's proxy_gpu: "
+                        "10000): its standard error is about sqrt(p(1-p)/N), 0.9 points at 2000")
     g.add_argument("--epochs", type=int, default=None,
                    help="proxy training epochs (default 1; on a GPU the space's proxy_gpu)")
     g.add_argument("--batch-size", type=int, default=None, help="proxy training batch size (default 64; 256 on a GPU)")
@@ -124,7 +127,8 @@ def eval_config(args: argparse.Namespace, space: Any) -> EvalConfig:
                            cache_dir=args.cache_dir,
                            proxy=args.proxy, device=device, latency=not args.no_latency,
                            latency_batch=args.latency_batch, latency_threads=args.latency_threads,
-                           train_images=args.train_images, epochs=args.epochs, batch_size=args.batch_size,
-                           resolution=args.resolution, optimizer=args.optimizer, lr=args.lr, seed=args.seed,
+                           train_images=args.train_images, val_images=args.val_images, epochs=args.epochs,
+                           batch_size=args.batch_size, resolution=args.resolution, optimizer=args.optimizer,
+                           lr=args.lr, seed=args.seed,
                            precision=args.precision, channels_last=args.channels_last or None,
                            augment=args.augment or None)
