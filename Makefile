@@ -57,6 +57,7 @@ bench: setup
 	$(BIN)/python benchmarks/proxy_fidelity.py
 	$(BIN)/python benchmarks/data_pipeline.py
 	$(BIN)/python benchmarks/precision_fidelity.py
+	$(BIN)/python benchmarks/bf16_budget.py
 	$(BIN)/python benchmarks/latency_isolation.py
 	$(BIN)/python benchmarks/latency_model.py
 

@@ -206,3 +206,21 @@ def test_cuda_without_gpu_is_a_clear_error():
 def test_unknown_proxy():
     with pytest.raises(UnknownNameError, match="known: train, synflow, naswot, grad_norm, params"):
         evaluate(load_space("resnet20").baseline(), EvalConfig(proxy="jacov"))
+
+
+def test_a_cpu_training_in_bf16_spends_what_it_saves_on_images(monkeypatch):
+    """bf16 made a reduced-copy candidate ~1.45x faster on a CPU with native bf16: there the CPU
+    proxy trains on 1.5x the images (benchmarks/bf16_budget.py), unless told or the space sets it."""
+    import nasconv.precision as precision
+    from nasconv.evaluate import CPU_BF16_TRAIN_IMAGES, eval_config_for
+
+    space = load_space("resnet50")
+    monkeypatch.setattr(precision, "native_precision", lambda p, device: True)  # a CPU with AVX512-BF16
+    auto = eval_config_for(space, device="cpu")
+    assert (auto.train.precision, auto.train.train_images) == ("bf16", CPU_BF16_TRAIN_IMAGES) == ("bf16", 12000)
+    assert eval_config_for(space, device="cpu", precision="fp32").train.train_images == 8000
+    assert eval_config_for(space, device="cpu", train_images=5000).train.train_images == 5000
+    assert eval_config_for(space, device="cpu", full_proxy=True).train.train_images == 8000
+    assert eval_config_for(space, device="cuda").train.train_images == dict(space.proxy_gpu)["train_images"]
+    monkeypatch.setattr(precision, "native_precision", lambda p, device: p == "fp32")  # a CPU without
+    assert eval_config_for(space, device="cpu").train.train_images == 8000

@@ -188,8 +188,9 @@ def test_gpu_proxy_trains_the_whole_candidate_longer(space_name):
     from nasconv.evaluate import eval_config_for
 
     space = load_space(space_name)
-    cpu, gpu = eval_config_for(space, device="cpu"), eval_config_for(space, device="cuda")
-    assert cpu.train == eval_config_for(space, device="cpu").train and cpu.train.train_images == 8000
+    cpu, gpu = eval_config_for(space, device="cpu", precision="fp32"), eval_config_for(space, device="cuda")
+    assert cpu.train == eval_config_for(space, device="cpu", precision="fp32").train
+    assert cpu.train.train_images == 8000
     assert (gpu.train.max_depth, gpu.train.width_factor) == (None, 1.0)
     assert gpu.train.resolution == 32 and gpu.train.batch_size == 256
     assert gpu.train.train_images * gpu.train.epochs >= 40 * cpu.train.train_images * cpu.train.epochs

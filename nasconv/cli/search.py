@@ -51,8 +51,8 @@ def add_parser(sub: Any) -> None:
 
 
 def _choose_data(args: argparse.Namespace, space: Any) -> str | None:
-    """Settings the user did not name: a stored study keeps the data, device and precision it
-    began with (so that it resumes wherever it is continued); a new one trains on CIFAR-10 where
+    """Settings the user did not name: a stored study keeps the data, device, precision and
+    training images it began with (so that it resumes wherever it is continued); a new one trains on CIFAR-10 where
     it is found or can be downloaded, else on Fashion-MNIST. Returns why the data was chosen
     (said on stdout once the settings are checked, and stamped on a new study), None when
     ``--data`` named it."""
@@ -73,6 +73,8 @@ def _choose_data(args: argparse.Namespace, space: Any) -> str | None:
         args.device = stored["device"]
     if args.precision is None and stored:
         args.precision = (stored.get("train") or {}).get("precision", "fp32")  # stored before bf16: fp32
+    if args.train_images is None and (stored.get("train") or {}).get("train_images"):
+        args.train_images = stored["train"]["train_images"]  # (a default that changed since keeps its study)
     if args.data is not None:
         return None
     if stored.get("data"):
