@@ -86,7 +86,8 @@ def markdown(meta: dict[str, Any], summary: list[dict[str, Any]]) -> str:
              "settings interleaved",
              "- accuracy: mean over the repeats with its t-interval (one repeat: Wilson interval of its validation "
              "images); time: median `train_time_s` with its distribution-free 95% interval", "",
-             "| precision | train images | repeats | accuracy | 95% CI | time s | 95% CI | time vs fp32 8,000 | "
+             "| precision | train images | repeats | accuracy | 95% CI | time s | 95% CI | time vs fp32 "
+             f"{summary[0]['train_images'] if summary else 0:,} | "
              f">= {TARGET:.0%} |", "|---|---:|---:|---:|---|---:|---|---|---|"]
     for s in summary:
         lo, hi = s["accuracy_ci95"]
