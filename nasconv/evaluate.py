@@ -301,7 +301,7 @@ FULL_PROXY_SETTINGS: dict[str, Any] = {"max_depth": None, "width_factor": 1.0, "
 #: benchmarks/bf16_budget.py, 3 seeds): the resnet50 baseline on 8,000 images in fp32 took 16.5 s
 #: for 80.7%; on 12,000 in bf16 17.1 s (the intervals overlap) for 82.7%. bf16 ranks candidates as
 #: fp32 does within the noise of a new seed (benchmarks/precision_fidelity.py)
-CPU_BF16_TRAIN_IMAGES = 12_000
+CPU_BF16_TRAIN_IMAGES = TrainConfig.train_images * 3 // 2  # 12,000
 
 
 def eval_config_for(space: Any, *, full_proxy: bool = False, data: str = "fashion-mnist", data_dir: str | None = None,

@@ -75,3 +75,19 @@ def test_evaluation_records_that_its_latency_had_the_device_to_itself(tmp_path: 
     assert (tmp_path / "locks" / "cpu.rw.lock").exists()
     monkeypatch.setenv("NASCONV_LATENCY_LOCK", "0")
     assert evaluate(space.baseline(), cfg)["latency_isolated"] is False
+
+
+def test_a_resumed_study_keeps_the_training_images_it_began_with(tmp_path: Path, capsys):
+    """A default that changes (12,000 images where the CPU trains in bf16) does not stop a study
+    begun with another count from resuming: unnamed, the stored count is kept."""
+    from nasconv.cli import main
+
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    base = ["search", "--space", "resnet20", "--no-baseline", "--inline", "--no-latency", "--objectives",
+            "accuracy,macs", "--data", "synthetic:300", "--val-images", "50", "--batch-size", "32",
+            "--resolution", "16", "--storage", storage, "--study", "k", "--json"]
+    assert main([*base, "--trials", "1", "--train-images", "96"]) == 0
+    assert main([*base, "--trials", "2"]) == 0, capsys.readouterr().err
+    study = optuna.load_study(study_name="k", storage=storage)
+    assert study.user_attrs["eval_config"]["train"]["train_images"] == 96
+    assert len([t for t in study.trials if t.state.name == "COMPLETE"]) == 2

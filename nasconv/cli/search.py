@@ -52,8 +52,8 @@ def add_parser(sub: Any) -> None:
 
 def _choose_data(args: argparse.Namespace, space: Any) -> str | None:
     """Settings the user did not name: a stored study keeps the data, device, precision and
-    training images it began with (so that it resumes wherever it is continued); a new one trains on CIFAR-10 where
-    it is found or can be downloaded, else on Fashion-MNIST. Returns why the data was chosen
+    training images it began with (so that it resumes wherever it is continued); a new one trains
+    on CIFAR-10 where it is found or can be downloaded, else on Fashion-MNIST. Returns why the data was chosen
     (said on stdout once the settings are checked, and stamped on a new study), None when
     ``--data`` named it."""
     from nasconv.budget import parse_budget
