@@ -5,7 +5,8 @@ runs, so no run gets another's work for free), grown a few trials at a time unti
 of its evaluations reach ``--budget-s``:
 
 - ``mf``: TPE with ``--rungs R --eta E``; rung 0 trains on ``top / E**(R-1)`` images, the top rung
-  on ``top`` and validates on the whole held-out split (lower rungs on 2,000 images);
+  on ``top`` and validates on the whole held-out split (a lower rung on as many images as it trains
+  on, 500 to 2,000: nasconv's rule);
 - ``flat``: TPE, every candidate at the top fidelity (``top`` images, 2,000 validation images);
 - ``random``: random sampling at the top fidelity.
 
@@ -45,6 +46,7 @@ from nasconv.budget import parse_budget
 from nasconv.evaluate import EvalConfig, eval_config_for, evaluate
 from nasconv.results import hypervolume, study_front
 from nasconv.search import SearchConfig, run_search
+from nasconv.search.fidelity import Fidelity
 from nasconv.spaces import load_space
 from nasconv.stats import median_interval
 from nasconv.storage import NasconvTables, open_study
@@ -185,7 +187,14 @@ def analyse(args: argparse.Namespace, runs: list[dict[str, Any]]) -> dict[str, A
     return out
 
 
+def lower_val(args: argparse.Namespace, rung: int) -> str:
+    fid = Fidelity(args.rungs, args.eta)
+    n = fid.val_images(VAL_IMAGES, fid.train_images(base_images(args), rung), rung)
+    return "all" if n is None else f"{n:,}"
+
+
 def markdown(args: argparse.Namespace, an: dict[str, Any], meta: dict[str, Any]) -> str:
+    fid = Fidelity(args.rungs, args.eta)
     finished = ", ".join(f"{m} {len(d['hv'])}" for m, d in an["methods"].items())
     lines = [f"# Multi-fidelity vs flat vs random at equal evaluation compute: {args.space}, {args.data}", "",
              f"- Machine: {meta['cpu']}; torch threads per evaluation: 1; {args.jobs} runs side by side; "
@@ -194,8 +203,9 @@ def markdown(args: argparse.Namespace, an: dict[str, Any], meta: dict[str, Any])
              f"(CPU-seconds at 1 thread, measured per evaluation); seeds finished per method: {finished} of "
              f"{args.seeds}.",
              f"- Top fidelity: {args.top_images:,} training images (flat and random: 2,000 validation images); "
-             f"multi-fidelity: {args.rungs} rungs, eta {args.eta:g}, rung 0 trains on {base_images(args):,} images "
-             "(2,000 validation images), the top rung validates on the whole held-out split.",
+             f"multi-fidelity: {args.rungs} rungs, eta {args.eta:g}, rungs train on "
+             f"{' / '.join(f'{fid.train_images(base_images(args), r):,}' for r in range(args.rungs))} images and "
+             f"validate on {' / '.join(lower_val(args, r) for r in range(args.rungs))} held-out images.",
              "- Score: the final front re-evaluated at the top fidelity (2,000 validation images) with another "
              "training seed; hypervolume against "
              "(accuracy 0, the budget's MACs), divided by the MACs budget. Median [range of the seeds: with 5 "

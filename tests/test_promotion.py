@@ -78,14 +78,26 @@ BASE = EvalConfig(data="synthetic", train=TrainConfig(train_images=100, val_imag
 
 def test_a_flat_search_evaluates_exactly_as_before():
     assert Fidelity().rung_config(BASE, 0) is BASE
-    assert Fidelity(rungs=3).rung_config(BASE, 0).settings_key() == BASE.settings_key()
+    assert Fidelity(repeats=2).rung_config(BASE, 0).settings_key() == BASE.settings_key()
+
+
+@pytest.mark.parametrize("val, train, expected", [(2000, 444, 500), (2000, 1333, 1333), (2000, 9000, 2000),
+                                                  (300, 100, 300), (None, 100, None)])
+def test_a_lower_rung_validates_on_as_many_images_as_it_trains_on(val, train, expected):
+    fid = Fidelity(rungs=3, eta=3)
+    cfg = EvalConfig(data="synthetic", train=TrainConfig(train_images=train, val_images=val))
+    assert fid.rung_config(cfg, 0).train.val_images == expected
+    assert fid.rung_config(cfg, 2).train.val_images is None  # the top rung: the whole held-out split
+    legacy = fid.adopt({"rungs": 3, "eta": 3.0})  # a study made before the rule keeps validating on val_images
+    assert legacy.lower_val == "fixed" and legacy.rung_config(cfg, 0).train.val_images == val
+    assert fid.adopt(fid.identity()) == fid
 
 
 def test_rung_settings_grow_by_eta_and_the_top_validates_on_everything():
     fid = Fidelity(rungs=3, eta=2)
     cfgs = [fid.rung_config(BASE, r) for r in range(3)]
     assert [c.train.train_images for c in cfgs] == [100, 200, 400]
-    assert [c.train.val_images for c in cfgs] == [50, 50, None]
+    assert [c.train.val_images for c in cfgs] == [50, 50, None]  # at most val_images, at least MIN_LOWER_VAL
     assert [c.latency for c in cfgs] == [True, False, False]  # latency does not depend on training
     assert len({c.settings_key() for c in cfgs}) == 3  # the rung is in the cache key
     rep = fid.rung_config(BASE, 2, repeat=2)

@@ -105,7 +105,7 @@ def test_the_front_stands_at_the_highest_rung_and_every_view_agrees(searched):
     assert sum(res.per_rung.values()) == len(views) and res.per_rung[2] == len(top)
     summary = study_summary(study, tables)
     assert [f["trial"] for f in summary["front"]] == [f["trial"] for f in res.front]
-    assert summary["rung"] == 2 and summary["fidelity"] == {"rungs": 3, "eta": 2.0}
+    assert summary["rung"] == 2 and summary["fidelity"] == {"rungs": 3, "eta": 2.0, "lower_val": "scaled"}
     assert [t.number for t in select_trials(study, pareto=True, rungs=rows)] == [f["trial"] for f in res.front]
     best = select_trials(study, best="accuracy", rungs=rows)[0]
     assert best.number in top  # compared at the top rung only

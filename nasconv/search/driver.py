@@ -88,7 +88,6 @@ class SearchDriver:
         check_feasible(self.budget, self.space.cost_bounds(), self.space.name)
         self.study_name = cfg.study_name or default_study_name(self.space, self.budget)
         self.directions = cfg.directions
-        self.settings_key = cfg.eval.settings_key()
         self.callbacks = list(callbacks) if callbacks is not None else ([ProgressBar()] if cfg.progress else [])
         # What the evaluations need, checked before the storage is written: a bad --data or
         # --device would otherwise leave a study of failed trials (or an empty one) behind.
@@ -119,7 +118,10 @@ class SearchDriver:
         self.heartbeat = Heartbeat(self.storage)
         self.interrupts = DeferredInterrupt()
         self.driver_id = new_driver_id()
-        self.fid = cfg.fidelity
+        self.fid = cfg.fidelity.adopt(self.study.user_attrs.get("fidelity"))
+        # rung 0's settings (a flat search's: cfg.eval itself); every new candidate is evaluated with them
+        self.eval0 = self.fid.rung_config(cfg.eval, 0)
+        self.settings_key = self.eval0.settings_key()
         self.rungs = RungScheduler(self.tables, self.study_name, self.space.name, self.fid, cfg.eval,
                                    cfg.objectives, cfg.directions, self.driver_id, storage=self.storage)
         self.front_rung = 0
@@ -435,7 +437,7 @@ class SearchDriver:
             return "attached"
         self.jobs[arch.arch_hash] = [trial]
         self.job_arch[arch.arch_hash] = arch
-        eval_cfg = self.latency.eval_config(self.cfg.eval, decision)  # timed or not
+        eval_cfg = self.latency.eval_config(self.eval0, decision)  # timed or not
         runner.submit(arch.arch_hash, self.job, arch.to_dict(), eval_cfg.to_dict())
         return "submitted"
 

@@ -128,7 +128,8 @@ def open_study(storage: optuna.storages.BaseStorage, name: str, cfg: SearchConfi
             study.set_user_attr(key, value)
     else:
         stored = attrs.get("fidelity") or {"rungs": 1, "eta": None}  # studies before rungs were flat
-        if stored != cfg.fidelity.identity():
+        # the lower-rung validation rule is not compared: a study keeps the one it was made with
+        if {k: stored.get(k) for k in ("rungs", "eta")} != {k: cfg.fidelity.identity()[k] for k in ("rungs", "eta")}:
             raise StorageError(_fidelity_refusal(name, stored, cfg))
         legacy = "space_hash" not in attrs
         for key, value in identity.items():
