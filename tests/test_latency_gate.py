@@ -1,6 +1,6 @@
 """nasconv.search.latency_gate in a search: a latency budget checked on the prediction before
 anything is trained; ``predict`` times only candidates near the limit; ``predict+remeasure`` puts
-the front on measurements; ``predict`` without a table is one line saying how to make it."""
+the front on measurements (timing each promotion); ``predict`` without a table is one line saying how to make it."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from nasconv.cost import estimate_cost
 from nasconv.evaluate import EvalConfig
 from nasconv.latency import Calibration, LatencyTableError, load_model
 from nasconv.search import SearchConfig, run_search
+from nasconv.storage import NasconvTables
 from nasconv.storage.tables import LatencyBlockRow
 from nasconv.train import TrainConfig
 from tests.latency_helpers import profiled, tiny_space
@@ -90,6 +91,42 @@ def test_predict_and_remeasure_put_the_front_on_measurements(tmp_path, model):
     for row in res.front:
         assert row["latency_source"] == "remeasured" and row["latency_ms"] > 0
         assert row["latency_predicted_ms"] != row["latency_ms"]
+
+
+class RecordingTrainer:
+    """A training evaluator that trains nothing: an accuracy from the hash, latency 1 ms when timed."""
+
+    def __init__(self):
+        self.calls: list[tuple[str, int, bool]] = []
+
+    def __call__(self, arch, config):
+        self.calls.append((arch.arch_hash, config.train.train_images, config.latency))
+        cost = estimate_cost(arch)
+        acc = (int(arch.arch_hash, 16) % 1000) / 1000
+        return {"arch_hash": arch.arch_hash, "accuracy": acc, "score": acc,
+                "val_images": config.train.val_images or 100, "params": cost.params, "macs": cost.macs,
+                "latency_ms": 1.0 if config.latency else None, "settings_key": "x"}
+
+
+def test_predict_and_remeasure_time_each_promotion(tmp_path, model):
+    train = EvalConfig(data="synthetic", train=TrainConfig(resolution=16, train_images=10, val_images=10),
+                       latency_threads=1, latency_max_time_s=0.2)
+    ev = RecordingTrainer()
+    res = run_search(_cfg(tmp_path, latency="predict+remeasure", objectives=("accuracy", "latency"), eval=train,
+                          trials=9, rungs=2, eta=3), evaluator=ev)
+    assert not any(timed for _, n, timed in ev.calls if n == 10)  # rung 0: the prediction
+    promoted = {h for h, n, timed in ev.calls if n == 30}
+    assert promoted and all(timed for _, n, timed in ev.calls if n == 30)  # each promotion timed
+    tables = NasconvTables(f"sqlite:///{tmp_path}/s.db")
+    rows = [r for r in tables.rung_results(res.study_name) if r.rung == 1]
+    tables.dispose()
+    assert {r.arch_hash for r in rows} == promoted
+    for r in rows:  # the measurement is the rung's latency, the prediction kept beside it
+        assert r.metrics["latency_source"] == "measured" and r.metrics["latency_ms"] == 1.0
+        assert r.metrics["latency_predicted_ms"] != 1.0
+    assert res.rung == 1 and res.front and res.remeasured == len(res.front)
+    for row in res.front:  # not timed again at the end: the promotion's measurement stands
+        assert row["latency_source"] == "measured" and row["latency_ms"] == 1.0
 
 
 def test_measure_with_a_table_still_checks_the_budget_first(tmp_path, model):

@@ -25,7 +25,8 @@ def trial_summary(t: optuna.trial.FrozenTrial, val_images: int | None = None) ->
            "params": a.get("params"), "latency_ms": a.get("latency_ms"), "latency_ci_ms": a.get("latency_ci_ms"),
            "accuracy": a.get("accuracy"), "accuracy_se": a.get("accuracy_se"), "accuracy_ci": a.get("accuracy_ci"),
            "val_images": a.get("val_images"), "score": a.get("score"), "values": list(t.values or []),
-           "arch": a.get("arch"), "rung": a.get("rung", 0), "runs": a.get("runs", 1)}
+           "arch": a.get("arch"), "rung": a.get("rung", 0), "runs": a.get("runs", 1),
+           "latency_source": a.get("latency_source")}
     return fill_intervals(row, val_images)
 
 

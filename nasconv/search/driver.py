@@ -123,7 +123,8 @@ class SearchDriver:
         self.eval0 = self.fid.rung_config(cfg.eval, 0)
         self.settings_key = self.eval0.settings_key()
         self.rungs = RungScheduler(self.tables, self.study_name, self.space.name, self.fid, cfg.eval,
-                                   cfg.objectives, cfg.directions, self.driver_id, storage=self.storage)
+                                   cfg.objectives, cfg.directions, self.driver_id, storage=self.storage,
+                                   remeasure=cfg.latency == "predict+remeasure" and self.latency.model is not None)
         self.front_rung = 0
         self.predicted: dict[str, Any] = {}  # arch hash -> its latency prediction (nasconv.latency)
         self._seeded = False

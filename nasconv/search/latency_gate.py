@@ -5,7 +5,8 @@ checked before anything is built, as a MACs budget is: a candidate whose predict
 lies wholly above the limit is rejected untrained (the interval is the margin). ``measure`` (the
 default) still times every trained candidate; ``predict`` uses the prediction as the latency
 objective and times only candidates whose interval straddles the limit; ``predict+remeasure``
-also times the final front's members, so that the reported front stands on measurements. Without
+also times each promotion and repeat (multi-fidelity) and the final front's members not timed
+yet, so that the reported front stands on measurements. Without
 a table, ``measure`` is the search it always was and ``predict`` is refused in one line that says
 how to make the table.
 """
@@ -126,13 +127,14 @@ class LatencyGate:
             return 0, 0
         kept, dropped = [], 0
         for row in front:
-            arch = ArchSpec.from_dict(row["arch"])
-            key = f"remeasured_latency:{arch.arch_hash}"
-            measured = _stored(tables, study_name, key) or tables.setdefault(study_name, key, self.remeasure(arch))
-            row.update(latency_predicted_ms=row.get("latency_ms"), latency_predicted_ci_ms=row.get("latency_ci_ms"),
-                       latency_ms=measured["latency_ms"], latency_ci_ms=measured["latency_ci_ms"],
-                       latency_source="remeasured")
-            if self.budget_ms is not None and measured["latency_ms"] > self.budget_ms:
+            if row.get("latency_source") != "measured":  # not timed at a promotion already
+                arch = ArchSpec.from_dict(row["arch"])
+                key = f"remeasured_latency:{arch.arch_hash}"
+                measured = _stored(tables, study_name, key) or tables.setdefault(study_name, key, self.remeasure(arch))
+                row.update(latency_predicted_ms=row.get("latency_ms"), latency_predicted_ci_ms=row.get("latency_ci_ms"),
+                           latency_ms=measured["latency_ms"], latency_ci_ms=measured["latency_ci_ms"],
+                           latency_source="remeasured")
+            if self.budget_ms is not None and row["latency_ms"] > self.budget_ms:
                 dropped += 1
             else:
                 kept.append(row)

@@ -12,7 +12,7 @@ cache and records it once.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Sequence
 
 import optuna
@@ -58,8 +58,11 @@ def is_rung_key(key: Any) -> bool:
 class RungScheduler:
     def __init__(self, tables: NasconvTables, study_name: str, space_name: str, fid: Fidelity, eval_cfg: EvalConfig,
                  objectives: Sequence[str], directions: Sequence[str], driver_id: str,
-                 storage: Any = None) -> None:
+                 storage: Any = None, remeasure: bool = False) -> None:
         self.tables, self.study_name, self.space_name = tables, study_name, space_name
+        #: ``--latency predict+remeasure``: a promotion times the candidate on the device, so that a
+        #: front at a higher rung stands on measured latencies (rung 0 used the prediction)
+        self.remeasure = remeasure
         self.fid, self.eval_cfg = fid, eval_cfg
         self.objectives, self.directions, self.driver_id = list(objectives), list(directions), driver_id
         self.running: dict[str, RungJob] = {}
@@ -109,7 +112,7 @@ class RungScheduler:
                 return None
             t = by_number[pick[0]]
             job = RungJob(pick[0], pick[1], pick[2], t.user_attrs["arch_hash"],
-                          self.fid.rung_config(self.eval_cfg, pick[1], pick[2]).settings_key())
+                          self._config(pick[1], pick[2]).settings_key())
             if self.tables.claim_rung(self.study_name, job.trial_number, job.rung, job.repeat, job.arch_hash,
                                       self.driver_id, dead=driver_dead):
                 self._base[job.key] = {**t.user_attrs, "_trial_id": _optuna.trial_id(t)}
@@ -128,8 +131,12 @@ class RungScheduler:
                     return t.number, rung, k
         return None
 
+    def _config(self, rung: int, repeat: int) -> EvalConfig:
+        cfg = self.fid.rung_config(self.eval_cfg, rung, repeat)
+        return replace(cfg, latency=True) if self.remeasure else cfg
+
     def config_of(self, job: RungJob) -> EvalConfig:
-        return self.fid.rung_config(self.eval_cfg, job.rung, job.repeat)
+        return self._config(job.rung, job.repeat)
 
     # --- running --------------------------------------------------------------------------------
     def start(self, job: RungJob, arch: ArchSpec, runner: Any, run_job: Any) -> bool:
@@ -162,6 +169,10 @@ class RungScheduler:
         # exact costs are the trial's; a promotion measures no latency: the trial's rung-0 one holds
         carried = CARRIED if job.repeat == 0 else ("params", "macs")
         merged.update({k: base[k] for k in carried if base.get(k) is not None and k not in merged})
+        if metrics.get("latency_ms") is not None and base.get("latency_predicted_ms") is not None:
+            # timed at this promotion (predict+remeasure): the rung-0 prediction kept beside it
+            merged.update(latency_source="measured", latency_predicted_ms=base["latency_predicted_ms"],
+                          latency_predicted_ci_ms=base.get("latency_predicted_ci_ms"))
         merged.update({"rung": job.rung, "repeat": job.repeat, "settings_key": job.settings_key,
                        "train_images": self.config_of(job).train.train_images})
         values = objective_values(merged, self.objectives)
