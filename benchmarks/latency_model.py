@@ -106,8 +106,9 @@ def space_result(name: str, n: int, setting: Any, workdir: Path, seed: int) -> d
         "retest_within10": float(np.mean(np.abs(m2 - m1) / m1 <= 0.10)),
         "interval_coverage": inside, "median_ms": float(np.median(m1)),
         "median_ms_ci": list(median_interval(first)), "other_cpu": other.lap(),
-        "rows": [{"arch_hash": a.arch_hash, "predicted_ms": x.latency_ms, "interval_ms": [x.low_ms, x.high_ms],
-                  "measured_ms": a1, "again_ms": a2} for a, x, a1, a2 in zip(archs, preds, first, second)],
+        "rows": [{"arch_hash": a.arch_hash, "ops": a.ops_label(), "predicted_ms": x.latency_ms,
+                  "interval_ms": [x.low_ms, x.high_ms], "block_sum_ms": x.block_sum_ms, "measured_ms": a1,
+                  "again_ms": a2} for a, x, a1, a2 in zip(archs, preds, first, second)],
     }
 
 

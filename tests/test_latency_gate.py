@@ -10,6 +10,7 @@ import optuna
 import pytest
 import sqlalchemy as sa
 
+from nasconv.arch import ArchSpec
 from nasconv.cost import estimate_cost
 from nasconv.evaluate import EvalConfig
 from nasconv.latency import Calibration, LatencyTableError, load_model
@@ -127,6 +128,22 @@ def test_predict_and_remeasure_time_each_promotion(tmp_path, model):
     assert res.rung == 1 and res.front and res.remeasured == len(res.front)
     for row in res.front:  # not timed again at the end: the promotion's measurement stands
         assert row["latency_source"] == "measured" and row["latency_ms"] == 1.0
+
+
+def test_a_search_scales_the_table_by_the_devices_drift_and_says_so(tmp_path, model, capsys):
+    space, m = model
+    engine = sa.create_engine(f"sqlite:///{tmp_path}/s.db")
+    with engine.begin() as c:  # the table's whole networks as if timed on a day twice as fast
+        c.execute(sa.update(LatencyBlockRow).where(LatencyBlockRow.block_key.like("net:%"))
+                  .values(median_ms=LatencyBlockRow.median_ms / 2, ci_low_ms=LatencyBlockRow.ci_low_ms / 2,
+                          ci_high_ms=LatencyBlockRow.ci_high_ms / 2, iqr_ms=LatencyBlockRow.iqr_ms / 2))
+    engine.dispose()
+    res = run_search(_cfg(tmp_path, latency="predict", objectives=("accuracy", "latency")), evaluator=Recording())
+    assert "what it did when its latency table was made" in capsys.readouterr().err
+    study = optuna.load_study(study_name=res.study_name, storage=f"sqlite:///{tmp_path}/s.db")
+    ratios = [t.user_attrs["latency_predicted_ms"] / m.predict(ArchSpec.from_dict(t.user_attrs["arch"])).latency_ms
+              for t in study.trials if t.user_attrs.get("status") == "evaluated"]
+    assert ratios and all(r == pytest.approx(ratios[0]) for r in ratios) and 1.3 < ratios[0] < 3.0
 
 
 def test_measure_with_a_table_still_checks_the_budget_first(tmp_path, model):

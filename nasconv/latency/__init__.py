@@ -4,7 +4,8 @@ Profiling a device once (:func:`profile_space`) measures every distinct part a s
 produce (stem, each block as operator choice x shape x stride, head) on that device and stores
 the medians in nasconv's own table in the study database, keyed by device name, torch version,
 threads, batch and precision (:mod:`.table`); a few whole networks calibrate the block sum. A
-search then predicts a candidate's latency in microseconds (:class:`LatencyModel`), checks a
+search re-times a few of those networks to scale the table to the device's speed today
+(:mod:`.drift`), then predicts a candidate's latency in microseconds (:class:`LatencyModel`), checks a
 latency budget before anything is built or trained, and measures only where it matters.
 
 May import: storage, profile, build, spaces, cost, arch, stats, errors (never search, runners or
@@ -12,6 +13,7 @@ the CLI; never Ray).
 """
 
 from nasconv.latency.blocks import Part, arch_key_counts, arch_parts, build_part, space_parts
+from nasconv.latency.drift import DRIFT_NETWORKS, DRIFT_TOLERANCE, corrected, drift_factor
 from nasconv.latency.model import Calibration, LatencyModel, LatencyPrediction, fit_calibration, load_model
 from nasconv.latency.profiler import (
     CALIBRATION_NETWORKS,
@@ -33,8 +35,10 @@ from nasconv.latency.table import (
     require_calibration,
 )
 
-__all__ = ["CALIBRATION_NETWORKS", "NETWORK_REPEATS", "PRECISION", "Calibration", "DeviceSetting", "LatencyModel",
-           "LatencyPrediction", "LatencyTable", "LatencyTableError", "Part", "ProfileReport", "Repeats",
-           "arch_key_counts", "arch_parts", "build_part", "calibration_archs", "current_setting", "fit_calibration",
-           "load_model", "measure_network", "network_key", "open_tables", "profile_space", "require_calibration",
-           "space_parts"]
+__all__ = [
+    "CALIBRATION_NETWORKS", "DRIFT_NETWORKS", "DRIFT_TOLERANCE", "NETWORK_REPEATS", "PRECISION", "Calibration",
+    "DeviceSetting", "LatencyModel", "LatencyPrediction", "LatencyTable", "LatencyTableError", "Part",
+    "ProfileReport", "Repeats", "arch_key_counts", "arch_parts", "build_part", "calibration_archs", "corrected",
+    "current_setting", "drift_factor", "fit_calibration", "load_model", "measure_network", "network_key",
+    "open_tables", "profile_space", "require_calibration", "space_parts",
+]

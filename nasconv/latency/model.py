@@ -5,8 +5,9 @@ calibration's residuals and the parts' own intervals."""
 
 from __future__ import annotations
 
+import copy
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Sequence
 
 import numpy as np
@@ -117,6 +118,14 @@ class LatencyModel:
                                         f"of space {self.space.name!r}; is the architecture from this space?") from None
             var += (n * self._half[key]) ** 2
         return total, math.sqrt(var)
+
+    def scaled(self, factor: float) -> "LatencyModel":
+        """This model with every prediction ``factor`` times larger (the device's drift since the
+        table was made: :mod:`nasconv.latency.drift`)."""
+        cal = self.calibration
+        out = copy.copy(self)
+        out.calibration = replace(cal, intercept_ms=cal.intercept_ms * factor, slope=cal.slope * factor)
+        return out
 
     def predict(self, arch: ArchSpec) -> LatencyPrediction:
         s, s_half = self.block_sum(arch)

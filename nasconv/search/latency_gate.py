@@ -8,13 +8,15 @@ objective and times only candidates whose interval straddles the limit; ``predic
 also times each promotion and repeat (multi-fidelity) and the final front's members not timed
 yet, so that the reported front stands on measurements. Without
 a table, ``measure`` is the search it always was and ``predict`` is refused in one line that says
-how to make the table.
+how to make the table. Before a table is used, a few of its calibration networks are timed again
+and the predictions scaled by the device's drift since profiling (:mod:`nasconv.latency.drift`).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -25,10 +27,13 @@ from nasconv.budget import Budget
 from nasconv.errors import NasconvError, UsageError
 from nasconv.evaluate import EvalConfig
 from nasconv.latency import (
+    DRIFT_NETWORKS,
+    DRIFT_TOLERANCE,
     LatencyModel,
     LatencyPrediction,
     LatencyTable,
     Repeats,
+    corrected,
     current_setting,
     load_model,
     measure_network,
@@ -59,6 +64,8 @@ class LatencyGate:
         self.mode, self.model, self.budget_ms, self.device = mode, model, budget_ms, device
         #: the time cap of one re-measurement (the evaluator's ``latency_max_time_s``)
         self.max_time_s = max_time_s
+        #: the device's speed now over its speed when the table was made (None: not timed)
+        self.drift: float | None = None
 
     @classmethod
     def for_search(cls, cfg: SearchConfig, space: SearchSpace, budget: Budget, tables: NasconvTables) -> "LatencyGate":
@@ -73,12 +80,22 @@ class LatencyGate:
         try:
             threads = search_threads(eval_cfg, cfg.cpus_per_worker, cfg.workers)
             setting = current_setting(eval_cfg.device, threads=threads, batch=eval_cfg.latency_batch)
-            model = load_model(LatencyTable(tables, cfg.storage), space, setting)
+            table = LatencyTable(tables, cfg.storage)
+            model = load_model(table, space, setting)
         except NasconvError:  # no table, or no such device on the driver (a cluster's GPUs)
             if mode != "measure":
                 raise
             model = None
-        return cls(mode, model, budget.latency_ms, eval_cfg.device, eval_cfg.latency_max_time_s)
+        drift = None
+        if model is not None and (budget.latency_ms is not None or mode != "measure"):
+            model, drift = corrected(model, table, eval_cfg.device)
+            if drift is not None and abs(drift - 1) > DRIFT_TOLERANCE:
+                print(f"nasconv: this device times {drift:.2f}x what it did when its latency table was made "
+                      f"({DRIFT_NETWORKS} of the table's networks timed again); the predictions are scaled by that",
+                      file=sys.stderr)
+        gate = cls(mode, model, budget.latency_ms, eval_cfg.device, eval_cfg.latency_max_time_s)
+        gate.drift = drift
+        return gate
 
     @property
     def predicts(self) -> bool:
