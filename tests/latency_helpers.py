@@ -38,3 +38,19 @@ def profiled(url: str, space, *, threads: int = 1, networks: int = 4, **kw):
     setting = current_setting("cpu", threads=threads)
     report = profile_space(space, table, setting, repeats=QUICK, network_repeats=QUICK, networks=networks, **kw)
     return tables, table, setting, report
+
+
+def stored_as_if_faster(engine, space, setting, factor: float) -> None:
+    """Each whole network the table holds stored as if the device had timed it ``factor`` times
+    faster than it times it now (timed again here, as carefully as the drift check does)."""
+    import sqlalchemy as sa
+
+    from nasconv.latency import calibration_archs, measure_network, network_key
+    from nasconv.latency.drift import DRIFT_REPEATS
+    from nasconv.storage.tables import LatencyBlockRow
+
+    for a in calibration_archs(space, 10):
+        now = measure_network(a, setting, "cpu", DRIFT_REPEATS).median_ms / factor
+        with engine.begin() as c:
+            c.execute(sa.update(LatencyBlockRow).where(LatencyBlockRow.block_key == network_key(a))
+                      .values(median_ms=now, ci_low_ms=now * 0.98, ci_high_ms=now * 1.02, iqr_ms=now * 0.02))
