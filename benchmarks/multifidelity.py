@@ -187,14 +187,16 @@ def analyse(args: argparse.Namespace, runs: list[dict[str, Any]]) -> dict[str, A
     return out
 
 
-def lower_val(args: argparse.Namespace, rung: int) -> str:
+def rung_sizes(args: argparse.Namespace) -> tuple[str, str]:
+    """Multi-fidelity's training and validation images per rung, as "a / b / c" (nasconv's rule)."""
     fid = Fidelity(args.rungs, args.eta)
-    n = fid.val_images(VAL_IMAGES, fid.train_images(base_images(args), rung), rung)
-    return "all" if n is None else f"{n:,}"
+    train = [fid.train_images(base_images(args), r) for r in range(args.rungs)]
+    val = [fid.val_images(VAL_IMAGES, n, r) for r, n in enumerate(train)]
+    return " / ".join(f"{n:,}" for n in train), " / ".join("all" if n is None else f"{n:,}" for n in val)
 
 
 def markdown(args: argparse.Namespace, an: dict[str, Any], meta: dict[str, Any]) -> str:
-    fid = Fidelity(args.rungs, args.eta)
+    train, val = rung_sizes(args)
     finished = ", ".join(f"{m} {len(d['hv'])}" for m, d in an["methods"].items())
     lines = [f"# Multi-fidelity vs flat vs random at equal evaluation compute: {args.space}, {args.data}", "",
              f"- Machine: {meta['cpu']}; torch threads per evaluation: 1; {args.jobs} runs side by side; "
@@ -203,9 +205,8 @@ def markdown(args: argparse.Namespace, an: dict[str, Any], meta: dict[str, Any])
              f"(CPU-seconds at 1 thread, measured per evaluation); seeds finished per method: {finished} of "
              f"{args.seeds}.",
              f"- Top fidelity: {args.top_images:,} training images (flat and random: 2,000 validation images); "
-             f"multi-fidelity: {args.rungs} rungs, eta {args.eta:g}, rungs train on "
-             f"{' / '.join(f'{fid.train_images(base_images(args), r):,}' for r in range(args.rungs))} images and "
-             f"validate on {' / '.join(lower_val(args, r) for r in range(args.rungs))} held-out images.",
+             f"multi-fidelity: {args.rungs} rungs, eta {args.eta:g}, rungs train on {train} images and "
+             f"validate on {val} held-out images.",
              "- Score: the final front re-evaluated at the top fidelity (2,000 validation images) with another "
              "training seed; hypervolume against "
              "(accuracy 0, the budget's MACs), divided by the MACs budget. Median [range of the seeds: with 5 "

@@ -64,8 +64,6 @@ class LatencyGate:
         self.mode, self.model, self.budget_ms, self.device = mode, model, budget_ms, device
         #: the time cap of one re-measurement (the evaluator's ``latency_max_time_s``)
         self.max_time_s = max_time_s
-        #: the device's speed now over its speed when the table was made (None: not timed)
-        self.drift: float | None = None
 
     @classmethod
     def for_search(cls, cfg: SearchConfig, space: SearchSpace, budget: Budget, tables: NasconvTables) -> "LatencyGate":
@@ -86,16 +84,13 @@ class LatencyGate:
             if mode != "measure":
                 raise
             model = None
-        drift = None
         if model is not None and (budget.latency_ms is not None or mode != "measure"):
             model, drift = corrected(model, table, eval_cfg.device)
             if drift is not None and abs(drift - 1) > DRIFT_TOLERANCE:
                 print(f"nasconv: this device times {drift:.2f}x what it did when its latency table was made "
                       f"({DRIFT_NETWORKS} of the table's networks timed again); the predictions are scaled by that",
                       file=sys.stderr)
-        gate = cls(mode, model, budget.latency_ms, eval_cfg.device, eval_cfg.latency_max_time_s)
-        gate.drift = drift
-        return gate
+        return cls(mode, model, budget.latency_ms, eval_cfg.device, eval_cfg.latency_max_time_s)
 
     @property
     def predicts(self) -> bool:

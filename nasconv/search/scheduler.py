@@ -166,7 +166,8 @@ class RungScheduler:
     def record(self, job: RungJob, metrics: dict[str, Any]) -> None:
         merged = {k: metrics[k] for k in TRIAL_ATTRS if metrics.get(k) is not None}
         base = self._base.pop(job.key, {})
-        # exact costs are the trial's; a promotion measures no latency: the trial's rung-0 one holds
+        # exact costs are the trial's; a promotion measures no latency (unless predict+remeasure):
+        # the trial's rung-0 one holds
         carried = CARRIED if job.repeat == 0 else ("params", "macs")
         merged.update({k: base[k] for k in carried if base.get(k) is not None and k not in merged})
         if metrics.get("latency_ms") is not None and base.get("latency_predicted_ms") is not None:
