@@ -16,9 +16,9 @@ def test_a_table_made_on_a_faster_day_is_scaled_to_the_device_today(tmp_path):
     tables, table, setting, _ = profiled(f"sqlite:///{tmp_path}/s.db", space, networks=3)
     try:
         model = load_model(table, space, setting)
-        stored_as_if_faster(table.engine, space, setting, 2.0)
+        stored_as_if_faster(table.engine, space, setting, 4.0)
         scaled, f = corrected(model, table, "cpu")
-        assert 1.4 < f < 2.8  # ~2x: two careful timings of these sub-ms networks agree to ~30%
+        assert 2.0 < f < 8.0  # ~4x: two careful timings of these sub-ms networks can differ ~2x
         arch = space.baseline()
         assert scaled.predict(arch).latency_ms == pytest.approx(f * model.predict(arch).latency_ms)
         low, high = scaled.predict(arch).low_ms, scaled.predict(arch).high_ms

@@ -1,6 +1,7 @@
 """nasconv.search.latency_gate in a search: a latency budget checked on the prediction before
 anything is trained; ``predict`` times only candidates near the limit; ``predict+remeasure`` puts
-the front on measurements (timing each promotion); ``predict`` without a table is one line saying how to make it."""
+the front on measurements (timing each promotion); a table is scaled by the device's drift;
+``predict`` without a table is one line saying how to make it."""
 
 from __future__ import annotations
 
@@ -143,14 +144,14 @@ def test_predict_and_remeasure_time_each_promotion(tmp_path, model):
 
 
 def test_a_search_scales_the_table_by_the_devices_drift_and_says_so(tmp_path, capsys):
-    tables, space, m = _profiled_model(tmp_path, networks_faster=2.0)  # profiled on a faster day
+    tables, space, m = _profiled_model(tmp_path, networks_faster=4.0)  # profiled on a faster day
     tables.dispose()
     res = run_search(_cfg(tmp_path, latency="predict", objectives=("accuracy", "latency")), evaluator=Recording())
     assert "what it did when its latency table was made" in capsys.readouterr().err
     study = optuna.load_study(study_name=res.study_name, storage=f"sqlite:///{tmp_path}/s.db")
     ratios = [t.user_attrs["latency_predicted_ms"] / m.predict(ArchSpec.from_dict(t.user_attrs["arch"])).latency_ms
               for t in study.trials if t.user_attrs.get("status") == "evaluated"]
-    assert ratios and all(r == pytest.approx(ratios[0]) for r in ratios) and 1.4 < ratios[0] < 2.8
+    assert ratios and all(r == pytest.approx(ratios[0]) for r in ratios) and 2.0 < ratios[0] < 8.0  # ~4x
 
 
 def test_measure_with_a_table_still_checks_the_budget_first(tmp_path, model):
