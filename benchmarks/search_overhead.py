@@ -257,13 +257,13 @@ def ray_startup() -> tuple[Any, dict[str, float]]:
 
 #: (file suffix, function name, label) of the calls the profile table reports
 PROFILED = (
-    ("nasconv/search/driver.py", "_ask_one", "SearchDriver._ask_one (ask, suggest, cost, attrs, cache lookup, submit)"),
+    ("nasconv/search/trials.py", "_ask_one", "SearchDriver._ask_one (ask, suggest, cost, attrs, cache lookup, submit)"),
     ("nasconv/search/params.py", "suggest_arch", "  suggest_arch (the sampler's suggest_categorical calls)"),
     ("optuna/study/study.py", "ask", "  Study.ask"),
     ("nasconv/storage/tables.py", "get_cached", "  NasconvTables.get_cached"),
-    ("nasconv/search/driver.py", "_finish", "SearchDriver._finish (cache the result, tell)"),
+    ("nasconv/search/trials.py", "_finish", "SearchDriver._finish (cache the result, tell)"),
     ("nasconv/storage/tables.py", "put_cached", "  NasconvTables.put_cached"),
-    ("nasconv/search/driver.py", "_tell_metrics",
+    ("nasconv/search/trials.py", "_tell_metrics",
      "  SearchDriver._tell_metrics (all calls; a cached trial calls it from _ask_one)"),
     ("optuna/study/study.py", "tell", "    Study.tell"),
     ("nasconv/search/driver.py", "snapshot", "    SearchDriver.snapshot (front, HV, stored snapshot)"),

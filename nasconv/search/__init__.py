@@ -5,7 +5,10 @@ Parts, one job each: ``config`` (what is asked: :class:`SearchConfig`, frozen an
 ``study`` (a study's identity: opened only when it is this search's), ``liveness`` (heartbeats,
 orphaned trials of dead drivers, Ctrl-C between writes), ``objectives`` (values, constraints,
 placeholders, the hypervolume reference), ``progress`` (the status handed to callbacks; the tqdm
-bar), ``driver`` (the loop).
+bar), ``fidelity`` (the rung schedule), ``promotion`` (which candidates a rung promotes),
+``scheduler`` (promotions and repeats in flight, their results), ``latency_gate`` (a latency
+table's predictions and the budget checked on them), ``trials`` (one trial's way: ask, propose,
+tell, fail), ``driver`` (the loop).
 
 May import: every library layer below it (spaces, cost, evaluate, storage, runners, results);
 not export, not the CLI.

@@ -11,18 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
 import time
 from typing import Any, Callable, Sequence
 
-import numpy as np
 import optuna
 from optuna.trial import TrialState
 
-import nasconv._optuna as _optuna
 from nasconv.arch import ArchSpec
 from nasconv.budget import check_feasible, format_count, parse_budget
-from nasconv.cost import estimate_cost
 from nasconv.data import load_dataset
 from nasconv.data.registry import check_spec
 from nasconv.errors import BudgetError, NasconvError, Terminated, UsageError
@@ -39,7 +35,6 @@ from nasconv.results import (
     rung_counts,
     trial_summary,
 )
-from nasconv.results.notes import save_trial_note, trial_note
 from nasconv.search.config import SearchConfig, SearchResult, check_address
 from nasconv.search.latency_gate import LatencyGate
 from nasconv.search.liveness import (
@@ -50,26 +45,22 @@ from nasconv.search.liveness import (
     mark_live,
     new_driver_id,
     recover,
-    trial_finished,
 )
-from nasconv.search.objectives import (
-    TRIAL_ATTRS,
-    objective_values,
-    placeholder_values,
-    reference_point,
-    set_constraints,
-)
-from nasconv.search.params import op_params_by_family, ordinal_params, suggest_arch
+from nasconv.search.objectives import reference_point
+from nasconv.search.params import op_params_by_family, ordinal_params
 from nasconv.search.progress import ProgressBar, SearchCallback, SearchStatus
-from nasconv.search.samplers import make_sampler, quiet_optuna
+from nasconv.search.samplers import quiet_optuna
 from nasconv.search.scheduler import RungScheduler, is_rung_key
 from nasconv.search.study import default_study_name, open_study, sampler_name
+from nasconv.search.trials import TrialFlow
 from nasconv.spaces import load_space
 from nasconv.storage import HEARTBEAT_INTERVAL_S, FrontSnapshot, is_database_locked, locked_error, open_storage
-from nasconv.storage.weights import adopt_weights, save_weights
 
 
-class SearchDriver:
+class SearchDriver(TrialFlow):
+    """The loop: ask while there is room, promote what is due, wait, finish; one trial's way
+    through it is :class:`~nasconv.search.trials.TrialFlow`."""
+
     def __init__(self, cfg: SearchConfig, *, evaluator: Callable[..., dict[str, Any]] = evaluate,
                  runner: Any = None, callbacks: Sequence[SearchCallback] | None = None) -> None:
         quiet_optuna()
@@ -136,18 +127,6 @@ class SearchDriver:
         self.last_evaluated: int | None = None  # set by snapshot(), taken by _take_evaluated()
 
     # --- setup ----------------------------------------------------------------------------
-    def _reseed(self, trial_number: int) -> None:
-        """Called with this driver's first trial, before it samples anything.
-
-        Trial 0 of a study samples with --seed itself (reproducible). Any other first trial (a
-        resumed study, a second driver) gets a seed derived from its number, unique in the study:
-        with --seed alone, a resumed or a concurrent driver would replay the first one's proposals,
-        and those would only come back from the cache.
-        """
-        if trial_number:
-            seed = int(np.random.SeedSequence([self.cfg.seed, trial_number]).generate_state(1)[0])
-            self.study.sampler = make_sampler(self.sampler, seed, len(self.cfg.objectives))
-
     def _make_runner(self) -> Any:
         if self._runner is not None:
             return self._runner
@@ -224,10 +203,6 @@ class SearchDriver:
             self.snapshot(max(t.number for t in self._complete_trials()))
 
     # --- main loop ------------------------------------------------------------------------
-    def _pending(self) -> int:
-        """Trials waiting for an evaluation (several may wait for one architecture)."""
-        return sum(len(ts) for ts in self.jobs.values())
-
     def _report(self, event: str, evaluated: int, running: int) -> None:
         status = SearchStatus(evaluated=evaluated, total=self.cfg.trials, running=running,
                               front=len(self.last_front), hypervolume=self.last_hv, promoted=self.rungs.promoted,
@@ -333,21 +308,6 @@ class SearchDriver:
             self.tables.dispose()
         return self.result(baseline, interrupted)
 
-    def _abandon(self, runner: Any, reason: str) -> None:
-        """Fail (and queue again) the trials still waiting for an evaluation when the driver stops
-        early, so that none stays RUNNING; what cannot be written now, the next driver's
-        recover() does."""
-        if runner is not None:
-            with contextlib.suppress(Exception):
-                runner.cancel_all()
-        with contextlib.suppress(Exception):
-            self.rungs.abandon()
-        for key in list(self.jobs):
-            try:
-                self._fail_job(key, reason, requeue=True)
-            except Exception:
-                self.jobs.pop(key, None)
-
     def _baseline(self, runner: Any) -> dict[str, Any] | None:
         """The space's all-standard network, evaluated once for reference (it may be over budget)."""
         if not self.cfg.evaluate_baseline:
@@ -375,102 +335,6 @@ class SearchDriver:
         self.study.set_user_attr("baseline", keep)
         return keep
 
-    def _ask_one(self, runner: Any) -> str:
-        trial = self.study.ask()
-        try:
-            return self._propose(runner, trial)
-        except Exception as exc:
-            self.heartbeat.remove(_optuna.trial_id(trial))
-            for key, ts in list(self.jobs.items()):
-                if trial in ts:
-                    ts.remove(trial)
-                if not ts:
-                    del self.jobs[key]
-            if isinstance(exc, (optuna.exceptions.UpdateFinishedTrialError, ValueError)) \
-                    and trial_finished(self.storage, trial):
-                return "lost"  # another driver took this one for dead and failed the trial: ask again
-            # Not left RUNNING behind the error.
-            with contextlib.suppress(Exception):
-                trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {str(exc).strip()[:200]}")
-                self.study.tell(trial, state=TrialState.FAIL)
-            raise
-
-    def _propose(self, runner: Any, trial: optuna.trial.Trial) -> str:
-        # Marked and beating from the start: if this driver dies from here on, the next one
-        # recognises the trial as orphaned (by pid on this host, by heartbeat anywhere).
-        trial.set_user_attr("driver", self.driver_id)
-        self.heartbeat.add(_optuna.trial_id(trial))
-        fault_point("after_ask", trial.number)
-        if not self._seeded:
-            self._seeded = True
-            self._reseed(trial.number)
-        arch = suggest_arch(trial, self.space, ordinal=self.ordinal, by_family=self.by_family)
-        cost = estimate_cost(arch)
-        attrs = {"arch": arch.to_dict(), "arch_hash": arch.arch_hash, "ops": arch.ops_label(),
-                 "macs": cost.macs, "params": cost.params}
-        over = self.budget.violations(macs=cost.macs, params=cost.params)
-        decision = self.predicted[arch.arch_hash] = self.latency.decide(arch)
-        if decision.reject:  # the latency budget, checked on the prediction's interval
-            over.append(decision.reject)
-        if over:
-            _optuna.set_user_attrs(trial, {**attrs, "status": "rejected",
-                                           "reject_reason": "over budget: " + "; ".join(over)})
-            set_constraints(trial, self.budget, cost.macs, cost.params,
-                            decision.prediction.latency_ms if decision.prediction else None)
-            self.study.tell(trial, placeholder_values(self.cfg.objectives, cost.macs, cost.params,
-                                                      self._complete_trials(), self.cfg.eval.proxy))
-            self.heartbeat.remove(_optuna.trial_id(trial))
-            self.counts["rejected"] += 1
-            return "rejected"
-        _optuna.set_user_attrs(trial, attrs)
-        cached = self.tables.get_cached(self.settings_key, arch.arch_hash)
-        if cached is not None:
-            self.heartbeat.remove(_optuna.trial_id(trial))
-            if self.cfg.keep_weights and adopt_weights(self.cfg.storage, self.study_name, self.settings_key,
-                                                       arch.arch_hash) is None:
-                print(f"nasconv: warning: trial {trial.number} ({arch.arch_hash}) was served from the evaluation "
-                      "cache of an evaluation that kept no weights: none are kept for it", file=sys.stderr)
-            if self._tell_metrics(trial, cached, status="cached"):
-                self.counts["cached"] += 1
-            return "cached"
-        if arch.arch_hash in self.jobs:  # the same architecture is already being evaluated
-            self.jobs[arch.arch_hash].append(trial)
-            return "attached"
-        self.jobs[arch.arch_hash] = [trial]
-        self.job_arch[arch.arch_hash] = arch
-        eval_cfg = self.latency.eval_config(self.eval0, decision)  # timed or not
-        runner.submit(arch.arch_hash, self.job, arch.to_dict(), eval_cfg.to_dict())
-        return "submitted"
-
-    def _tell_metrics(self, trial: optuna.trial.Trial, metrics: dict[str, Any], *, status: str) -> bool:
-        """Tell one evaluated (or cached) trial; False when another driver had failed it already
-        (its parameters are queued again, and this result is in the cache for them)."""
-        macs, params = trial.user_attrs["macs"], trial.user_attrs["params"]
-        decision = self.predicted.get(trial.user_attrs["arch_hash"])
-        metrics = self.latency.fill(metrics, decision.prediction if decision else None)
-        try:
-            values = objective_values(metrics, self.cfg.objectives)
-            attrs = {k: metrics[k] for k in TRIAL_ATTRS if metrics.get(k) is not None}
-            attrs["status"] = status
-            if values is None:
-                attrs["fail_reason"] = "the evaluation gave no finite value for every objective"
-            _optuna.set_user_attrs(trial, attrs)
-            if values is None:
-                self.study.tell(trial, state=TrialState.FAIL)
-                self.counts["failed"] += 1
-                return True
-            set_constraints(trial, self.budget, macs, params, metrics.get("latency_ms"))
-            self.study.tell(trial, values)
-        except (optuna.exceptions.UpdateFinishedTrialError, ValueError):
-            if not trial_finished(self.storage, trial):
-                raise
-            return False
-        fault_point("after_tell", trial.number)
-        self.snapshot(trial.number)
-        save_trial_note(self.study, trial, trial_note(trial.number, {**trial.user_attrs, **attrs},
-                                                          self.cfg.eval.train.val_images))
-        return True
-
     def _promote_one(self, runner: Any, evaluated: int) -> bool:
         """Start the next promotion (or, once every candidate is in, repeat); False when none is due."""
         if not self.fid.tracked:
@@ -486,51 +350,6 @@ class SearchDriver:
             self.snapshot(job.trial_number)
             self._report("promoted", self._take_evaluated(), runner.in_flight)
         return True
-
-    def _finish(self, key: str, metrics: dict[str, Any] | None, error: str | None) -> None:
-        if self.rungs.owns(key):
-            self.rungs.finish(key, metrics, error)
-            self.snapshot(-1)
-            return
-        if error is not None:
-            self._fail_job(key, error, requeue=False)
-            return
-        payload = metrics.pop("weights", None) if metrics is not None else None
-        if metrics is not None:
-            # Cached before told: if this driver dies in between, the next one fails the RUNNING
-            # trial, queues its parameters again, and the re-asked trial takes this result from
-            # the cache instead of evaluating the architecture a second time. Cached before its
-            # weights are written, too: a full weights folder loses the weights, not the evaluation.
-            self.tables.put_cached(self.settings_key, key, self.space.name, metrics)
-        if payload is not None:  # tensors: kept beside the database, never in the JSON cache
-            save_weights(self.cfg.storage, self.study_name, key, payload, settings_key=self.settings_key)
-        fault_point("before_tell", key)
-        self.job_arch.pop(key, None)
-        trials = self.jobs.pop(key, [])
-        for i, trial in enumerate(trials):
-            self.heartbeat.remove(_optuna.trial_id(trial))
-            if self._tell_metrics(trial, metrics, status="evaluated" if i == 0 else "cached") and i:
-                self.counts["cached"] += 1
-
-    def _fail_job(self, key: str, reason: str, *, requeue: bool) -> None:
-        self.job_arch.pop(key, None)
-        trials = self.jobs.get(key, [])
-        while trials:
-            trial = trials[0]
-            self.heartbeat.remove(_optuna.trial_id(trial))
-            try:
-                trial.set_user_attr("fail_reason", reason)
-                self.study.tell(trial, state=TrialState.FAIL)
-            except (optuna.exceptions.UpdateFinishedTrialError, ValueError):
-                if not trial_finished(self.storage, trial):
-                    raise
-                trials.pop(0)  # failed and queued again by another driver already
-                continue
-            trials.pop(0)
-            self.counts["failed"] += 1
-            if requeue and trial.params:
-                self.study.enqueue_trial(trial.params, skip_if_exists=False)
-        self.jobs.pop(key, None)
 
     def result(self, baseline: dict[str, Any] | None, interrupted: bool) -> SearchResult:
         n_val = self.cfg.eval.train.val_images
