@@ -211,12 +211,15 @@ def markdown(args: argparse.Namespace, an: dict[str, Any], meta: dict[str, Any])
              "training seed; hypervolume against "
              "(accuracy 0, the budget's MACs), divided by the MACs budget. Median [range of the seeds: with 5 "
              "seeds the distribution-free 95% interval of a median is the range].", "",
-             "| method | HV median [interval] | per seed | candidates screened per hour (median) | compute share "
-             "per rung | front members dominated once re-measured |", "|---|---|---|---|---|---|"]
+             "| method | HV median [interval] | per seed | evaluation s per run, median [range] (a run stops at the "
+             "first step past the budget) | candidates screened per hour (median) | compute share "
+             "per rung | front members dominated once re-measured |", "|---|---|---|---|---|---|---|"]
     for m, d in an["methods"].items():
         share = ", ".join(f"r{k}: {v:.0%}" for k, v in d["compute_share_per_rung"].items())
+        cs = d["compute_s"]
         lines.append(f"| {m} | {d['hv_median']:.4f} [{d['hv_median_ci'][0]:.4f}, {d['hv_median_ci'][1]:.4f}] | "
-                     f"{', '.join(f'{h:.4f}' for h in d['hv'])} | {d['screened_per_hour_median']:.0f} | {share} | "
+                     f"{', '.join(f'{h:.4f}' for h in d['hv'])} | {statistics.median(cs):.0f} [{min(cs):.0f}, "
+                     f"{max(cs):.0f}] | {d['screened_per_hour_median']:.0f} | {share} | "
                      f"{d['dominated_after_remeasure']} of {d['front_members']} |")
     lines.append("")
     for key, text in (("p_mf_above_flat", "multi-fidelity above flat"), ("p_mf_above_random", "multi-fidelity above "
