@@ -38,7 +38,7 @@ def test_profile_then_predict(tmp_path, capsys):
     tiny_space(tmp_path)
     assert _profile(tmp_path) == 0
     out = capsys.readouterr().out
-    assert "13 parts, 13 measured now, 0 already in" in out and "calibration: measured = " in out
+    assert "13 parts, 13 measured now (39 timings), 0 already in" in out and "calibration: measured = " in out
     assert _predict(tmp_path, "--threads", "1", "--json") == 0
     got = json.loads(capsys.readouterr().out)
     assert got["latency_ms"] > 0 and got["interval_ms"][0] < got["latency_ms"] < got["interval_ms"][1]
@@ -59,18 +59,19 @@ def test_ctrl_c_while_profiling_keeps_the_rows_and_the_next_run_resumes(tmp_path
     def put_then_interrupt(self, *args):
         real_put(self, *args)
         calls.append(1)
-        if len(calls) == 3 + 4:  # the first round of the 3 networks, then 4 parts
+        if len(calls) == 3 + 4:  # the first round of the 3 networks, then the first pass's first 4 parts
             raise stop
 
     monkeypatch.setattr(LatencyTable, "put", put_then_interrupt)
     assert _profile(tmp_path) == code
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "4 of the 13 parts of tiny20 are stored" in err and "continues" in err
+    assert len(err.splitlines()) == 1 and "continues" in err
+    assert "4 of the 39 timings of the 13 parts of tiny20 (3 each) are stored" in err
     assert _stored(tmp_path) == 3 + 4
     monkeypatch.setattr(LatencyTable, "put", real_put)
     assert _profile(tmp_path) == 0
-    assert "9 measured now, 4 already in" in capsys.readouterr().out
-    assert _stored(tmp_path) == 13 + 3
+    assert "13 measured now (35 timings), 0 already in" in capsys.readouterr().out  # 4 timings kept, not redone
+    assert _stored(tmp_path) == 13 * (1 + 3) + 3  # parts, their 3 rounds each, networks
 
 
 @pytest.mark.parametrize("args, code, text", [

@@ -8,7 +8,7 @@ import dataclasses
 import pytest
 import sqlalchemy as sa
 
-from nasconv.latency import LatencyTableError, load_model, profile_space
+from nasconv.latency import PART_ROUNDS, LatencyTableError, load_model, profile_space, round_key, space_parts
 from nasconv.storage.tables import LatencyBlockRow
 from tests.latency_helpers import QUICK, profiled, tiny_space
 
@@ -30,10 +30,11 @@ def test_profile_stores_resumes_and_predicts(url, tmp_path):
     space = tiny_space(tmp_path)
     tables, table, setting, rep = profiled(url, space)
     try:
-        assert (rep.parts, rep.measured, rep.skipped, rep.networks_measured) == (13, 13, 0, 4)
-        assert len(_rows(table, setting)) == 13 + 4  # parts + calibration networks (net:<hash>)
+        assert (rep.parts, rep.measured, rep.skipped, rep.networks_measured, rep.timings) == (13, 13, 0, 4, 39)
+        # parts, each part's 3 rounds (key#1..#3), calibration networks (net:<hash>)
+        assert len(_rows(table, setting)) == 13 + 3 * 13 + 4
         again = profile_space(space, table, setting, repeats=QUICK, network_repeats=QUICK, networks=4)
-        assert (again.measured, again.skipped, again.networks_measured) == (0, 13, 0)
+        assert (again.measured, again.skipped, again.networks_measured, again.timings) == (0, 13, 0, 0)
         p = load_model(table, space, setting).predict(space.baseline())
         assert p.low_ms <= p.latency_ms <= p.high_ms and p.latency_ms > 0
     finally:
@@ -44,14 +45,14 @@ def test_interrupted_profile_keeps_what_it_measured_and_resumes(url, tmp_path):
     space = tiny_space(tmp_path)
 
     def stop_after_five_parts(done, total, key):
-        if done == 4 + 5:  # the first round of the 4 networks, then 5 parts
+        if done == 4 + 5:  # the first round of the 4 networks, then 5 parts of the first pass
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
         profiled(url, space, progress=stop_after_five_parts)
     tables, table, setting, rep = profiled(url, space)
-    try:
-        assert rep.skipped == 5 and rep.measured == 8 and rep.networks_measured == 0
+    try:  # the 5 timings kept, not taken again; no part complete before
+        assert (rep.skipped, rep.measured, rep.timings, rep.networks_measured) == (0, 13, 3 * 13 - 5, 0)
         assert rep.calibration is not None and rep.calibration.n == 4
     finally:
         tables.dispose()
@@ -81,16 +82,40 @@ def test_another_setting_is_refused_saying_what_differs(tiny_table):
 
 def test_missing_and_corrupt_rows_are_named_and_measured_again(tiny_table):
     space, table, setting = tiny_table
-    with table.engine.begin() as c:
-        c.execute(sa.delete(LatencyBlockRow).where(LatencyBlockRow.block_key == "head:8>10@8"))
+    with table.engine.begin() as c:  # a part and its rounds gone
+        c.execute(sa.delete(LatencyBlockRow).where(LatencyBlockRow.block_key.like("head:8>10@8%")))
     with pytest.raises(LatencyTableError, match="1 of the 13 parts of space 'tiny20' are missing"):
         load_model(table, space, setting)
-    assert profile_space(space, table, setting, repeats=QUICK, network_repeats=QUICK, networks=4).measured == 1
+    rep = profile_space(space, table, setting, repeats=QUICK, network_repeats=QUICK, networks=4)
+    assert (rep.measured, rep.timings) == (1, 3)
     key = "basic:gc(groups=2):8>16x1/s2@16"
-    with table.engine.begin() as c:
-        c.execute(sa.update(LatencyBlockRow).where(LatencyBlockRow.block_key == key).values(median_ms=-1.0))
+    with table.engine.begin() as c:  # the part's row and one of its rounds corrupt
+        c.execute(sa.update(LatencyBlockRow).where(LatencyBlockRow.block_key.in_([key, key + "#2"]))
+                  .values(median_ms=-1.0))
     with pytest.raises(LatencyTableError, match=r"corrupt row .*gc\(groups=2\):8>16x1/s2@16"):
         load_model(table, space, setting)
     rep = profile_space(space, table, setting, repeats=QUICK, network_repeats=QUICK, networks=4)
-    assert rep.measured == 1 and rep.networks_measured == 0  # the corrupt row, measured again
+    assert (rep.measured, rep.timings, rep.networks_measured) == (1, 1, 0)  # the corrupt round timed again
     assert load_model(table, space, setting).predict(space.baseline()).latency_ms > 0
+
+
+def test_a_parts_row_is_the_middle_of_its_rounds(tiny_table):
+    """Each part is timed in 3 passes at different moments; the one kept is the middle timing,
+    so a burst during one pass moves none of the stored medians."""
+    space, table, setting = tiny_table
+    with table.engine.connect() as c:
+        rows = dict(c.execute(sa.select(LatencyBlockRow.block_key, LatencyBlockRow.median_ms)).all())
+    for p in space_parts(space):
+        rounds = sorted(rows[round_key(p.key, i)] for i in range(PART_ROUNDS))
+        assert rows[p.key] == rounds[1], p.key
+    # a round that ran during a burst (10x slower) changes nothing once the part is rebuilt
+    key = space_parts(space)[3].key
+    before = rows[key]
+    with table.engine.begin() as c:
+        c.execute(sa.update(LatencyBlockRow).where(LatencyBlockRow.block_key == round_key(key, 0))
+                  .values(median_ms=before * 10, ci_low_ms=before * 9, ci_high_ms=before * 11))
+        c.execute(sa.delete(LatencyBlockRow).where(LatencyBlockRow.block_key == key))
+    profile_space(space, table, setting, repeats=QUICK, network_repeats=QUICK, networks=4)
+    with table.engine.connect() as c:
+        after = c.execute(sa.select(LatencyBlockRow.median_ms).where(LatencyBlockRow.block_key == key)).scalar()
+    assert after < before * 10 and after in sorted(rows[round_key(key, i)] for i in range(PART_ROUNDS))

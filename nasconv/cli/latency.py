@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
 def _profile(args: argparse.Namespace, space: Any, table: Any, setting: Any) -> int:
     from tqdm import tqdm
 
-    from nasconv.latency import CALIBRATION_NETWORKS, Repeats, profile_space, space_parts
+    from nasconv.latency import CALIBRATION_NETWORKS, PART_ROUNDS, Repeats, profile_space, round_key, space_parts
 
     if args.networks is not None and not 1 <= args.networks <= 1000:
         raise UsageError(f"--networks must be in [1, 1000], got {args.networks}")
@@ -88,10 +88,12 @@ def _profile(args: argparse.Namespace, space: Any, table: Any, setting: Any) -> 
         if bar is not None:
             bar.close()
         keys = {p.key for p in space_parts(space)}
-        stored = len(keys & table.good_keys(setting))
+        good = table.good_keys(setting)
+        timed = sum(1 for k in keys for i in range(PART_ROUNDS) if round_key(k, i) in good)
         by = f" by {exc.signame}" if isinstance(exc, Terminated) else ""
-        print(f"nasconv: interrupted{by} after {time.perf_counter() - t0:.0f} s: {stored} of the {len(keys)} parts "
-              f"of {space.name} are stored; the same command continues where this one stopped", file=sys.stderr)
+        print(f"nasconv: interrupted{by} after {time.perf_counter() - t0:.0f} s: {timed} of the "
+              f"{PART_ROUNDS * len(keys)} timings of the {len(keys)} parts of {space.name} ({PART_ROUNDS} each) are "
+              f"stored; the same command continues where this one stopped", file=sys.stderr)
         return exc.exit_code if isinstance(exc, Terminated) else 130
     if bar is not None:
         bar.close()
@@ -99,8 +101,9 @@ def _profile(args: argparse.Namespace, space: Any, table: Any, setting: Any) -> 
         print_json(rep.to_dict())
         return 0
     cal = rep.calibration
-    print(f"{space.name} on {setting.describe()}: {rep.parts} parts, {rep.measured} measured now, {rep.skipped} "
-          f"already in {table.url}; {rep.networks_measured} whole network(s) measured, {rep.seconds:.0f} s")
+    print(f"{space.name} on {setting.describe()}: {rep.parts} parts, {rep.measured} measured now ({rep.timings} "
+          f"timings), {rep.skipped} already in {table.url}; {rep.networks_measured} whole network(s) measured, "
+          f"{rep.seconds:.0f} s")
     if cal is not None:
         print(f"calibration: measured = {cal.intercept_ms:.3g} ms + {cal.slope:.3g} x block sum over {cal.n} "
               f"networks, relative residual sd {100 * cal.rel_residual_sd:.1f}%")

@@ -1,12 +1,13 @@
 """A per-device latency model: predicted network latency from a lookup table of measured parts.
 
 Profiling a device once (:func:`profile_space`) measures every distinct part a search space can
-produce (stem, each block as operator choice x shape x stride, head) on that device and stores
-the medians in nasconv's own table in the study database, keyed by device name, torch version,
-threads, batch and precision (:mod:`.table`); a few whole networks calibrate the block sum. A
-search re-times a few of those networks to scale the table to the device's speed today
-(:mod:`.drift`), then predicts a candidate's latency in microseconds (:class:`LatencyModel`), checks a
-latency budget before anything is built or trained, and measures only where it matters.
+produce (stem, each block as operator choice x shape x stride, head) on that device, each in three
+passes at different moments, and stores the middle medians in nasconv's own table in the study
+database, keyed by device name, torch version, threads, batch and precision (:mod:`.table`); a few
+whole networks calibrate the block sum. A search re-times a few of those networks to scale the
+table to the device's speed today (:mod:`.drift`), then predicts a candidate's latency in
+microseconds (:class:`LatencyModel`), checks a latency budget before anything is built or trained,
+and measures only where it matters.
 
 May import: storage, profile, build, spaces, cost, arch, stats, errors (never search, runners or
 the CLI; never Ray).
@@ -18,12 +19,14 @@ from nasconv.latency.model import Calibration, LatencyModel, LatencyPrediction, 
 from nasconv.latency.profiler import (
     CALIBRATION_NETWORKS,
     NETWORK_REPEATS,
+    PART_ROUNDS,
     ProfileReport,
     Repeats,
     calibration_archs,
     measure_network,
     network_key,
     profile_space,
+    round_key,
 )
 from nasconv.latency.table import (
     PRECISION,
@@ -36,9 +39,9 @@ from nasconv.latency.table import (
 )
 
 __all__ = [
-    "CALIBRATION_NETWORKS", "DRIFT_NETWORKS", "DRIFT_TOLERANCE", "NETWORK_REPEATS", "PRECISION", "Calibration",
-    "DeviceSetting", "LatencyModel", "LatencyPrediction", "LatencyTable", "LatencyTableError", "Part",
+    "CALIBRATION_NETWORKS", "DRIFT_NETWORKS", "DRIFT_TOLERANCE", "NETWORK_REPEATS", "PART_ROUNDS", "PRECISION",
+    "Calibration", "DeviceSetting", "LatencyModel", "LatencyPrediction", "LatencyTable", "LatencyTableError", "Part",
     "ProfileReport", "Repeats", "arch_key_counts", "arch_parts", "build_part", "calibration_archs", "corrected",
     "current_setting", "drift_factor", "fit_calibration", "load_model", "measure_network", "network_key",
-    "open_tables", "profile_space", "require_calibration", "space_parts",
+    "open_tables", "profile_space", "require_calibration", "round_key", "space_parts",
 ]

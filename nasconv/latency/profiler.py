@@ -1,7 +1,8 @@
-"""Profiling a device for a space: every distinct part measured once (median and IQR over enough
-repeats), each row committed as soon as it is measured, so that an interrupted run resumes where
-it stopped; whole networks measured in rounds around the parts (stored like parts, under
-``net:<hash>``), and the block sum calibrated against them."""
+"""Profiling a device for a space: every distinct part timed in :data:`PART_ROUNDS` passes over
+the space's parts (median and IQR over enough repeats each time), each timing committed as soon as
+it is measured (under ``<part>#<round>``), so that an interrupted run resumes where it stopped, and
+the middle of a part's rounds kept as its row; whole networks timed in rounds between the passes
+(stored like parts, under ``net:<hash>``), and the block sum calibrated against them."""
 
 from __future__ import annotations
 
@@ -24,20 +25,29 @@ from nasconv.spaces import SearchSpace
 @dataclass(frozen=True)
 class Repeats:
     """How carefully one part or network is timed (:func:`nasconv.profile.measure_latency`): until
-    IQR/median < ``target_rel_iqr`` after ``min_repeats``, or a cap. The defaults are a part's: a
-    space has hundreds (on a busy 2-core machine the 5% target is often out of reach, and the 1-s cap
-    keeps resnet20's 898 parts to a few minutes)."""
+    IQR/median < ``target_rel_iqr`` after ``min_repeats``, or a cap. The defaults are one round of
+    a part's: a space has hundreds (on a busy 2-core machine the 5% target is often out of reach,
+    and the caps keep resnet20's 898 parts, 3 rounds each, to a few minutes)."""
 
     warmup: int = 3
     min_repeats: int = 10
-    max_repeats: int = 100
+    max_repeats: int = 50
     target_rel_iqr: float = 0.05
-    max_time_s: float = 1.0
+    max_time_s: float = 0.5
 
 
 #: how the calibration networks are timed: few, and each worth more care
 NETWORK_REPEATS = Repeats(warmup=3, min_repeats=15, max_repeats=200, target_rel_iqr=0.03, max_time_s=3.0)
 
+
+#: each part is timed once in each of this many passes over the space's parts (each pass in its
+#: own shuffled order) and the middle timing kept. On this project's shared VMs a machine's speed
+#: wanders by tens of percent within minutes: two fresh profiles of resnet20 minutes apart, the
+#: parts timed once each in the space's order, predicted the same 50 networks a median 12% apart
+#: (benchmarks/results/latency_model.md). Timed once, a part keeps whatever the machine did during
+#: its second, and the parts of one stage, timed together, share it: one pass's burst or slow
+#: minute moves one of three timings, in no particular stage
+PART_ROUNDS = 3
 
 #: whole networks the block sum is calibrated on: the baseline and random architectures
 CALIBRATION_NETWORKS = 10
@@ -57,19 +67,26 @@ class ProfileReport:
     measured: int
     skipped: int
     networks_measured: int
+    #: part timings taken by this run (a part is complete after :data:`PART_ROUNDS` of them)
+    timings: int = 0
     calibration: Calibration | None = None
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {"space": self.space, "setting": self.setting.where(), "parts": self.parts, "measured": self.measured,
-                "skipped": self.skipped, "networks_measured": self.networks_measured,
+                "skipped": self.skipped, "networks_measured": self.networks_measured, "timings": self.timings,
                 "calibration": self.calibration.to_dict() if self.calibration else None,
                 "seconds": round(self.seconds, 2)}
 
 
 def network_key(arch: ArchSpec) -> str:
     return f"net:{arch.arch_hash}"
+
+
+def round_key(key: str, i: int) -> str:
+    """The row of a part's timing in pass ``i`` (0-based)."""
+    return f"{key}#{i + 1}"
 
 
 def calibration_archs(space: SearchSpace, n: int, seed: int = 0) -> list[ArchSpec]:
@@ -105,22 +122,26 @@ def _measure(module: torch.nn.Module, in_channels: int, size: int, setting: Devi
 
 def profile_space(space: SearchSpace, table: LatencyTable, setting: DeviceSetting, *, device: str = "cpu",
                   repeats: Repeats = Repeats(), network_repeats: Repeats = NETWORK_REPEATS,
-                  networks: int = CALIBRATION_NETWORKS, seed: int = 0,
+                  networks: int = CALIBRATION_NETWORKS, rounds: int = PART_ROUNDS, seed: int = 0,
                   recalibrate: bool = False,
                   progress: Callable[[int, int, str], None] | None = None) -> ProfileReport:
     """Measure what ``table`` lacks for ``space`` under ``setting`` (in this process, with
     ``setting.threads`` torch threads) and store the calibration. ``progress(done, total, key)``
-    after each measurement. A KeyboardInterrupt leaves every finished row stored."""
+    after each timing. A KeyboardInterrupt leaves every finished timing stored."""
     t0 = time.perf_counter()
     parts = space_parts(space)
     archs = calibration_archs(space, networks, seed)
     have = table.good_keys(setting)
     todo = [p for p in parts if p.key not in have]
     nets_todo = [a for a in archs if network_key(a) not in have]
+    passes = [[p for p in todo if round_key(p.key, i) not in have] for i in range(rounds)]
+    rng = random.Random(seed)
+    for ps in passes:
+        rng.shuffle(ps)
     report = ProfileReport(space.name, setting, len(parts), 0, len(parts) - len(todo), 0)
-    total = len(todo) + NETWORK_ROUNDS * len(nets_todo)
+    total = sum(map(len, passes)) + NETWORK_ROUNDS * len(nets_todo)
     done = 0
-    rounds: dict[str, list[LatencyResult]] = {}
+    net_rounds: dict[str, list[LatencyResult]] = {}
 
     def step(key: str) -> None:
         nonlocal done
@@ -131,26 +152,29 @@ def profile_space(space: SearchSpace, table: LatencyTable, setting: DeviceSettin
     def time_networks() -> None:
         for arch in nets_todo:
             key = network_key(arch)
-            got = sorted(rounds.setdefault(key, []) + [measure_network(arch, setting, device, network_repeats)],
+            got = sorted(net_rounds.setdefault(key, []) + [measure_network(arch, setting, device, network_repeats)],
                          key=lambda r: r.median_ms)
-            rounds[key] = got
+            net_rounds[key] = got
             table.put(setting, key, got[(len(got) - 1) // 2])  # the middle round (of 2: the faster)
             step(key)
 
     threads_before = torch.get_num_threads()
     torch.set_num_threads(setting.threads)
     try:
-        time_networks()  # one round before the parts, the others after: spread over the run
         torch.manual_seed(0)
+        for i in range(max(rounds, NETWORK_ROUNDS)):  # the networks' rounds between the parts' passes
+            if i < NETWORK_ROUNDS:
+                time_networks()
+            for part in passes[i] if i < rounds else ():
+                res = _measure(build_part(part), part.in_channels, part.size, setting, device, repeats)
+                table.put(setting, round_key(part.key, i), res)
+                report.timings += 1
+                step(part.key)
         for part in todo:
-            res = _measure(build_part(part), part.in_channels, part.size, setting, device, repeats)
-            table.put(setting, part.key, res)
+            table.keep_middle(setting, part.key, [round_key(part.key, i) for i in range(rounds)])
             report.measured += 1
-            step(part.key)
-        for _ in range(NETWORK_ROUNDS - 1):
-            time_networks()
     finally:
-        report.networks_measured = len(rounds)
+        report.networks_measured = len(net_rounds)
         torch.set_num_threads(threads_before)
     if report.measured or report.networks_measured or recalibrate or table.calibration(setting, space.name) is None:
         report.calibration = calibrate(space, table, setting, archs)

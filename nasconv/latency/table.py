@@ -135,6 +135,30 @@ class LatencyTable:
             except sa.exc.IntegrityError:  # another profiler stored it a moment ago: theirs holds
                 s.rollback()
 
+    def keep_middle(self, setting: DeviceSetting, key: str, round_keys: Iterable[str]) -> None:
+        """Store under ``key`` a copy of the row, among ``round_keys``' stored rows, whose median
+        is the middle one (of an even number: the faster of the middle two)."""
+        with self._session() as s:
+            rows = s.scalars(sa.select(LatencyBlockRow).where(
+                *_match(LatencyBlockRow, setting), LatencyBlockRow.block_key.in_(list(round_keys)))).all()
+            good = sorted((r for r in rows if row_problem(r) is None), key=lambda r: r.median_ms)
+            if not good:
+                raise LatencyTableError(f"no stored round of {key} to keep")
+            mid = good[(len(good) - 1) // 2]
+            res = {c: getattr(mid, c) for c in ("median_ms", "iqr_ms", "ci_low_ms", "ci_high_ms", "repeats")}
+        with self._session() as s:
+            row = s.get(LatencyBlockRow, {**setting.where(), "block_key": key})
+            if row is None:
+                row = LatencyBlockRow(**setting.where(), block_key=key)
+                s.add(row)
+            for c, v in res.items():
+                setattr(row, c, v)
+            row.created_at = _now()
+            try:
+                s.commit()
+            except sa.exc.IntegrityError:  # another profiler stored it a moment ago: theirs holds
+                s.rollback()
+
     def blocks(self, setting: DeviceSetting, keys: Iterable[str], *, space: str) -> dict[str, BlockLatency]:
         """Every key's latency; :class:`LatencyTableError` naming the missing or corrupt ones."""
         wanted = set(keys)
