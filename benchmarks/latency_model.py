@@ -165,9 +165,10 @@ def report(res: dict[str, Any]) -> str:
              f"{res['load_start']}, at the end {res['load_end']}",
              f"- per space: {res['archs']} random architectures ({res['archs_large']} for the 224-px spaces; the issue "
              "asks 50: fewer, to fit ~25 min here), each measured twice (>= 15 timed runs, up to 5 s, median; the "
-             "second pass in reverse order); predictions from a table profiled with the default repeats "
-             "(>= 10 runs per part, up to 1 s) and calibrated on 10 whole networks (>= 15 runs, up to 3 s, 3 rounds "
-             "spread over the profiling, the middle one kept)",
+             "second pass in reverse order); predictions from a table profiled with nasconv's defaults (this "
+             "revision's: `nasconv/latency/profiler.py`; since a9dd10a each part timed in 3 shuffled passes, the "
+             "middle kept) and calibrated on 10 whole networks (>= 15 runs, up to 3 s, 3 rounds spread over the "
+             "profiling, the middle one kept)",
              "- MAPE and within +-10%: against the first measurement (95% intervals: t over architectures, Wilson); "
              "rho: Spearman, 95% bootstrap over architectures; re-test: the measurement against itself; coverage: "
              "share of first measurements inside the predicted 95% interval; re-test within +-10%: share of second "
@@ -175,8 +176,8 @@ def report(res: dict[str, Any]) -> str:
              "processes used while the space was measured", "",
              "| space | archs | parts | profiling | predict | MAPE | within +-10% | re-test within +-10% | "
              "rho predicted vs measured | re-test rho of the measurement | re-test change | coverage | "
-             "calibration residual sd | other CPU |",
-             "|---|---:|---:|---:|---:|---|---|---:|---|---|---:|---:|---:|---:|"]
+             "calibration residual sd | one timing's spread | other CPU |",
+             "|---|---:|---:|---:|---:|---|---|---:|---|---|---:|---:|---:|---:|---:|"]
     for s in res["spaces"]:
         lines.append(
             f"| {s['space']} | {s['n']} | {s['parts']} | {s['profile_s'] / 60:.1f} min | {s['predict_us']:.0f} us | "
@@ -184,7 +185,8 @@ def report(res: dict[str, Any]) -> str:
             f"[{s['within10_ci'][0]:.0%}, {s['within10_ci'][1]:.0%}] | {s['retest_within10']:.0%} | {s['rho']:.2f} [{s['rho_ci'][0]:.2f}, "
             f"{s['rho_ci'][1]:.2f}] | {s['retest_rho']:.2f} [{s['retest_rho_ci'][0]:.2f}, "
             f"{s['retest_rho_ci'][1]:.2f}] | {s['retest_change']:.1%} | {s['interval_coverage']:.0%} | "
-            f"{s['calibration']['rel_residual_sd']:.1%} | {s['other_cpu']:.2f} |")
+            f"{s['calibration']['rel_residual_sd']:.1%} | {s['calibration'].get('retest_rel_sd', 0.0):.1%} | "
+            f"{s['other_cpu']:.2f} |")
     lines.append("")
     for s in res["spaces"]:
         lines.append(f"- {s['space']}: median measured latency {s['median_ms']:.2f} ms [{s['median_ms_ci'][0]:.2f}, "

@@ -106,7 +106,8 @@ def _profile(args: argparse.Namespace, space: Any, table: Any, setting: Any) -> 
           f"{rep.seconds:.0f} s")
     if cal is not None:
         print(f"calibration: measured = {cal.intercept_ms:.3g} ms + {cal.slope:.3g} x block sum over {cal.n} "
-              f"networks, relative residual sd {100 * cal.rel_residual_sd:.1f}%")
+              f"networks, relative residual sd {100 * cal.rel_residual_sd:.1f}%; one timing's own spread "
+              f"{100 * cal.retest_rel_sd:.1f}%; a prediction's 95% interval +-{100 * cal.rel_half_width():.0f}%")
     return 0
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import torch
@@ -16,7 +16,7 @@ import torch
 from nasconv.arch import ArchSpec
 from nasconv.build import build_model
 from nasconv.latency.blocks import build_part, space_parts
-from nasconv.latency.model import Calibration, LatencyModel, fit_calibration
+from nasconv.latency.model import Calibration, LatencyModel, fit_calibration, retest_spread
 from nasconv.latency.table import DeviceSetting, LatencyTable
 from nasconv.profile import LatencyResult, measure_latency, resolve_device
 from nasconv.spaces import SearchSpace
@@ -133,15 +133,20 @@ def profile_space(space: SearchSpace, table: LatencyTable, setting: DeviceSettin
     archs = calibration_archs(space, networks, seed)
     have = table.good_keys(setting)
     todo = [p for p in parts if p.key not in have]
-    nets_todo = [a for a in archs if network_key(a) not in have]
     passes = [[p for p in todo if round_key(p.key, i) not in have] for i in range(rounds)]
     rng = random.Random(seed)
     for ps in passes:
         rng.shuffle(ps)
+    # a network is complete with all its rounds stored (or, from a table made before rounds were
+    # stored, with its row alone)
+    net_keys = {network_key(a): [round_key(network_key(a), i) for i in range(NETWORK_ROUNDS)] for a in archs}
+    legacy = {k for k, rks in net_keys.items() if k in have and not any(rk in have for rk in rks)}
+    net_passes = [[a for a in archs if network_key(a) not in legacy and net_keys[network_key(a)][i] not in have]
+                  for i in range(NETWORK_ROUNDS)]
     report = ProfileReport(space.name, setting, len(parts), 0, len(parts) - len(todo), 0)
-    total = sum(map(len, passes)) + NETWORK_ROUNDS * len(nets_todo)
+    total = sum(map(len, passes)) + sum(map(len, net_passes))
     done = 0
-    net_rounds: dict[str, list[LatencyResult]] = {}
+    timed_nets: set[str] = set()
 
     def step(key: str) -> None:
         nonlocal done
@@ -149,13 +154,12 @@ def profile_space(space: SearchSpace, table: LatencyTable, setting: DeviceSettin
         if progress:
             progress(done, total, key)
 
-    def time_networks() -> None:
-        for arch in nets_todo:
+    def time_networks(i: int) -> None:
+        for arch in net_passes[i]:
             key = network_key(arch)
-            got = sorted(net_rounds.setdefault(key, []) + [measure_network(arch, setting, device, network_repeats)],
-                         key=lambda r: r.median_ms)
-            net_rounds[key] = got
-            table.put(setting, key, got[(len(got) - 1) // 2])  # the middle round (of 2: the faster)
+            table.put(setting, net_keys[key][i], measure_network(arch, setting, device, network_repeats))
+            table.keep_middle(setting, key, net_keys[key][:i + 1])  # the middle so far (of 2: the faster)
+            timed_nets.add(key)
             step(key)
 
     threads_before = torch.get_num_threads()
@@ -164,7 +168,7 @@ def profile_space(space: SearchSpace, table: LatencyTable, setting: DeviceSettin
         torch.manual_seed(0)
         for i in range(max(rounds, NETWORK_ROUNDS)):  # the networks' rounds between the parts' passes
             if i < NETWORK_ROUNDS:
-                time_networks()
+                time_networks(i)
             for part in passes[i] if i < rounds else ():
                 res = _measure(build_part(part), part.in_channels, part.size, setting, device, repeats)
                 table.put(setting, round_key(part.key, i), res)
@@ -173,8 +177,11 @@ def profile_space(space: SearchSpace, table: LatencyTable, setting: DeviceSettin
         for part in todo:
             table.keep_middle(setting, part.key, [round_key(part.key, i) for i in range(rounds)])
             report.measured += 1
+        for key, rks in net_keys.items():
+            if key not in legacy:  # rounds stored by an interrupted run, and no row yet
+                table.keep_middle(setting, key, rks)
     finally:
-        report.networks_measured = len(net_rounds)
+        report.networks_measured = len(timed_nets)
         torch.set_num_threads(threads_before)
     if report.measured or report.networks_measured or recalibrate or table.calibration(setting, space.name) is None:
         report.calibration = calibrate(space, table, setting, archs)
@@ -188,6 +195,9 @@ def calibrate(space: SearchSpace, table: LatencyTable, setting: DeviceSetting, a
     blocks = table.blocks(setting, keys + [network_key(a) for a in archs], space=space.name)
     identity = LatencyModel(space, setting, blocks, Calibration(0.0, 1.0, 1, 0.0))
     points = [(identity.block_sum(a)[0], blocks[network_key(a)].median_ms) for a in archs]
-    cal = fit_calibration(points)
+    rounds = table.medians(setting, [round_key(network_key(a), i) for a in archs for i in range(NETWORK_ROUNDS)])
+    per_net = [[rounds[k] for i in range(NETWORK_ROUNDS) if (k := round_key(network_key(a), i)) in rounds]
+               for a in archs]
+    cal = replace(fit_calibration(points), retest_rel_sd=retest_spread(per_net))
     table.put_calibration(setting, space.name, space.content_hash, cal.to_dict())
     return cal

@@ -135,6 +135,16 @@ class LatencyTable:
             except sa.exc.IntegrityError:  # another profiler stored it a moment ago: theirs holds
                 s.rollback()
 
+    def medians(self, setting: DeviceSetting, keys: Iterable[str]) -> dict[str, float]:
+        """The stored medians of those of ``keys`` that have a usable row."""
+        wanted = list(keys)
+        if self.missing or not wanted:
+            return {}
+        with self._session() as s:
+            rows = s.scalars(sa.select(LatencyBlockRow).where(
+                *_match(LatencyBlockRow, setting), LatencyBlockRow.block_key.in_(wanted))).all()
+            return {r.block_key: r.median_ms for r in rows if row_problem(r) is None}
+
     def keep_middle(self, setting: DeviceSetting, key: str, round_keys: Iterable[str]) -> None:
         """Store under ``key`` a copy of the row, among ``round_keys``' stored rows, whose median
         is the middle one (of an even number: the faster of the middle two)."""
