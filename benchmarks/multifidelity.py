@@ -200,7 +200,8 @@ def markdown(args: argparse.Namespace, an: dict[str, Any], meta: dict[str, Any])
     finished = ", ".join(f"{m} {len(d['hv'])}" for m, d in an["methods"].items())
     lines = [f"# Multi-fidelity vs flat vs random at equal evaluation compute: {args.space}, {args.data}", "",
              f"- Machine: {meta['cpu']}; torch threads per evaluation: 1; {args.jobs} runs side by side; "
-             f"load average at the end {meta['load']}; revision {meta['revision']}; {meta['date']}.",
+             f"load average at the end {meta['load']}; revision {meta['revision']}; {meta['date']}"
+             + (f"; report made again at {meta['report_revision']}." if meta.get("report_revision") else "."),
              f"- Budget {args.budget}; objectives accuracy and MACs; {args.budget_s:.0f} s of evaluation per run "
              f"(CPU-seconds at 1 thread, measured per evaluation); seeds finished per method: {finished} of "
              f"{args.seeds}.",
@@ -264,6 +265,9 @@ def main(argv: list[str] | None = None) -> int:
     an = analyse(args, runs)
     meta = {"cpu": cpu_model(), "revision": git_revision(), "load": load_avg(),
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    earlier = RESULTS / f"multifidelity-{tag}.json"
+    if args.report_only and earlier.exists():  # the runs' machine, revision and date, not this report's
+        meta = {**json.loads(earlier.read_text())["meta"], "report_revision": meta["revision"]}
     RESULTS.mkdir(exist_ok=True)
     settings = {k: v for k, v in vars(args).items()}
     write_atomic(RESULTS / f"multifidelity-{tag}.json", json.dumps({"meta": meta, "settings": settings, **an},
