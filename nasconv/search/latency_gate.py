@@ -2,7 +2,9 @@
 
 With a lookup table for the search's device setting (:mod:`nasconv.latency`), a latency budget is
 checked before anything is built, as a MACs budget is: a candidate whose predicted 95% interval
-lies wholly above the limit is rejected untrained (the interval is the margin). ``measure`` (the
+lies wholly above the limit is rejected untrained (the interval is the margin: with r its relative
+half-width, a trained candidate is predicted under budget / (1 - r), and, 95% of the time, measures
+under budget x (1 + r) / (1 - r)). ``measure`` (the
 default) still times every trained candidate; ``predict`` uses the prediction as the latency
 objective and times only candidates whose interval straddles the limit; ``predict+remeasure``
 also times each promotion and repeat (multi-fidelity) and the final front's members not timed
