@@ -178,7 +178,7 @@ def profile_space(space: SearchSpace, table: LatencyTable, setting: DeviceSettin
             table.keep_middle(setting, part.key, [round_key(part.key, i) for i in range(rounds)])
             report.measured += 1
         for key, rks in net_keys.items():
-            if key not in legacy:  # rounds stored by an interrupted run, and no row yet
+            if key not in have and key not in timed_nets:  # every round stored by an interrupted run, no row yet
                 table.keep_middle(setting, key, rks)
     finally:
         report.networks_measured = len(timed_nets)

@@ -120,54 +120,51 @@ class LatencyTable:
             rows = s.scalars(sa.select(LatencyBlockRow).where(*_match(LatencyBlockRow, setting))).all()
             return {r.block_key for r in rows if row_problem(r) is None}
 
-    def put(self, setting: DeviceSetting, key: str, res: LatencyResult) -> None:
-        """Store one measured part, replacing a corrupt row of that key; committed at once."""
+    def _store(self, setting: DeviceSetting, key: str, values: dict[str, Any]) -> None:
+        """One row's values under ``key``, replacing what is there; committed at once."""
         with self._session() as s:
             row = s.get(LatencyBlockRow, {**setting.where(), "block_key": key})
             if row is None:
                 row = LatencyBlockRow(**setting.where(), block_key=key)
                 s.add(row)
-            row.median_ms, row.iqr_ms = float(res.median_ms), float(res.iqr_ms)
-            row.ci_low_ms, row.ci_high_ms = float(res.ci_low_ms), float(res.ci_high_ms)
-            row.repeats, row.created_at = int(res.repeats), _now()
-            try:
-                s.commit()
-            except sa.exc.IntegrityError:  # another profiler stored it a moment ago: theirs holds
-                s.rollback()
-
-    def medians(self, setting: DeviceSetting, keys: Iterable[str]) -> dict[str, float]:
-        """The stored medians of those of ``keys`` that have a usable row."""
-        wanted = list(keys)
-        if self.missing or not wanted:
-            return {}
-        with self._session() as s:
-            rows = s.scalars(sa.select(LatencyBlockRow).where(
-                *_match(LatencyBlockRow, setting), LatencyBlockRow.block_key.in_(wanted))).all()
-            return {r.block_key: r.median_ms for r in rows if row_problem(r) is None}
-
-    def keep_middle(self, setting: DeviceSetting, key: str, round_keys: Iterable[str]) -> None:
-        """Store under ``key`` a copy of the row, among ``round_keys``' stored rows, whose median
-        is the middle one (of an even number: the faster of the middle two)."""
-        with self._session() as s:
-            rows = s.scalars(sa.select(LatencyBlockRow).where(
-                *_match(LatencyBlockRow, setting), LatencyBlockRow.block_key.in_(list(round_keys)))).all()
-            good = sorted((r for r in rows if row_problem(r) is None), key=lambda r: r.median_ms)
-            if not good:
-                raise LatencyTableError(f"no stored round of {key} to keep")
-            mid = good[(len(good) - 1) // 2]
-            res = {c: getattr(mid, c) for c in ("median_ms", "iqr_ms", "ci_low_ms", "ci_high_ms", "repeats")}
-        with self._session() as s:
-            row = s.get(LatencyBlockRow, {**setting.where(), "block_key": key})
-            if row is None:
-                row = LatencyBlockRow(**setting.where(), block_key=key)
-                s.add(row)
-            for c, v in res.items():
+            for c, v in values.items():
                 setattr(row, c, v)
             row.created_at = _now()
             try:
                 s.commit()
             except sa.exc.IntegrityError:  # another profiler stored it a moment ago: theirs holds
                 s.rollback()
+
+    def _good_rows(self, setting: DeviceSetting, keys: Iterable[str]) -> list[LatencyBlockRow]:
+        """The usable stored rows of ``keys`` (detached: their values only)."""
+        wanted = list(keys)
+        if self.missing or not wanted:
+            return []
+        with self._session() as s:
+            rows = s.scalars(sa.select(LatencyBlockRow).where(
+                *_match(LatencyBlockRow, setting), LatencyBlockRow.block_key.in_(wanted))).all()
+            s.expunge_all()
+        return [r for r in rows if row_problem(r) is None]
+
+    def put(self, setting: DeviceSetting, key: str, res: LatencyResult) -> None:
+        """Store one measured part, replacing a corrupt row of that key; committed at once."""
+        self._store(setting, key, {"median_ms": float(res.median_ms), "iqr_ms": float(res.iqr_ms),
+                                   "ci_low_ms": float(res.ci_low_ms), "ci_high_ms": float(res.ci_high_ms),
+                                   "repeats": int(res.repeats)})
+
+    def medians(self, setting: DeviceSetting, keys: Iterable[str]) -> dict[str, float]:
+        """The stored medians of those of ``keys`` that have a usable row."""
+        return {r.block_key: r.median_ms for r in self._good_rows(setting, keys)}
+
+    def keep_middle(self, setting: DeviceSetting, key: str, round_keys: Iterable[str]) -> None:
+        """Store under ``key`` a copy of the row, among ``round_keys``' stored rows, whose median
+        is the middle one (of an even number: the faster of the middle two)."""
+        good = sorted(self._good_rows(setting, round_keys), key=lambda r: r.median_ms)
+        if not good:
+            raise LatencyTableError(f"no stored round of {key} to keep")
+        mid = good[(len(good) - 1) // 2]
+        self._store(setting, key, {c: getattr(mid, c) for c in ("median_ms", "iqr_ms", "ci_low_ms", "ci_high_ms",
+                                                                  "repeats")})
 
     def blocks(self, setting: DeviceSetting, keys: Iterable[str], *, space: str) -> dict[str, BlockLatency]:
         """Every key's latency; :class:`LatencyTableError` naming the missing or corrupt ones."""
