@@ -85,3 +85,29 @@ def test_bad_input_is_one_line(tmp_path, capsys, args, code, text):
     assert _predict(tmp_path, "--threads", "1", *args) == code
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and text in err and "Traceback" not in err
+
+
+def test_predict_now_scales_the_table_to_the_device_speed_today(tmp_path, capsys):
+    """``--now`` times the table's calibration networks again: a table whose networks are stored as
+    if the device had been 4x faster predicts ~4x more, and says so."""
+    from nasconv.latency import current_setting
+    from nasconv.spaces import load_space
+    from tests.latency_helpers import stored_as_if_faster
+
+    tiny_space(tmp_path)
+    assert _profile(tmp_path) == 0
+    capsys.readouterr()
+    assert _predict(tmp_path, "--threads", "1", "--json") == 0
+    before = json.loads(capsys.readouterr().out)
+    assert before["drift"] is None
+    t = NasconvTables(f"sqlite:///{tmp_path}/s.db")
+    stored_as_if_faster(t.engine, load_space(str(tmp_path / "tiny20.yaml")), current_setting("cpu", threads=1), 4.0)
+    t.dispose()
+    assert _predict(tmp_path, "--threads", "1", "--json") == 0
+    assert json.loads(capsys.readouterr().out)["latency_ms"] == pytest.approx(before["latency_ms"])  # as stored
+    assert _predict(tmp_path, "--threads", "1", "--json", "--now") == 0
+    now = json.loads(capsys.readouterr().out)
+    assert 2.0 < now["drift"] < 8.0  # ~4x: two careful timings of these sub-ms networks can differ ~2x
+    assert now["latency_ms"] == pytest.approx(now["drift"] * before["latency_ms"])
+    assert _predict(tmp_path, "--threads", "1", "--now") == 0
+    assert "x what it did when the table was made; the prediction is scaled by that" in capsys.readouterr().out

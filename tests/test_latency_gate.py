@@ -94,7 +94,13 @@ def test_predict_rejects_over_budget_before_training_and_times_only_near_the_lim
         assert low <= budget  # trained only when the interval reaches the budget
         assert timed == (high > budget)  # timed only near the limit
         assert a["latency_source"] == ("measured" if timed else "predicted")
-        assert t.values[1] == (1.0 if timed else a["latency_predicted_ms"])
+        if not timed:
+            assert t.values[1] == a["latency_predicted_ms"]
+        elif low <= 1.0 <= high:  # the evaluator's timing, inside the interval: kept as it is
+            assert t.values[1] == 1.0 and "latency_timings_ms" not in a
+        else:  # outside it: timed twice more in the driver, the middle of the three kept
+            assert a["latency_timings_ms"][0] == 1.0 and len(a["latency_timings_ms"]) == 3
+            assert t.values[1] == a["latency_ms"] == sorted(a["latency_timings_ms"])[1]
 
 
 def test_predict_and_remeasure_put_the_front_on_measurements(tmp_path, model):
@@ -167,3 +173,38 @@ def test_predict_without_a_table_says_how_to_make_one(tmp_path):
     with pytest.raises(LatencyTableError, match=r"no latency table for space 'tiny20'.*nasconv latency profile "
                                                 r"--space tiny20 --threads 1"):
         run_search(_cfg(tmp_path, latency="predict"), evaluator=Recording())
+
+
+def test_a_timing_outside_its_prediction_is_timed_again_and_the_middle_kept(tmp_path, model):
+    """A measurement in another process's burst (here: the evaluator reports 3x the prediction for
+    half the architectures) is timed twice more and the middle kept; one inside the prediction's
+    interval is kept as it is."""
+    space, m = model
+
+    def burst(arch):
+        return int(arch.arch_hash, 16) % 2 == 0
+
+    def evaluator(arch, config):
+        cost = estimate_cost(arch)
+        p = m.predict(arch).latency_ms
+        return {"arch_hash": arch.arch_hash, "score": (int(arch.arch_hash, 16) % 1000) / 1000, "params": cost.params,
+                "macs": cost.macs, "latency_ms": 3 * p if burst(arch) else p, "settings_key": "x"}
+
+    res = run_search(_cfg(tmp_path, trials=8), evaluator=evaluator)
+    study = optuna.load_study(study_name=res.study_name, storage=f"sqlite:///{tmp_path}/s.db")
+    seen = set()
+    for t in study.trials:
+        a = t.user_attrs
+        if a.get("status") != "evaluated":
+            continue
+        arch, p = ArchSpec.from_dict(a["arch"]), a["latency_predicted_ms"]
+        seen.add(burst(arch))
+        if not burst(arch):
+            assert a["latency_ms"] == pytest.approx(p) and "latency_timings_ms" not in a
+            continue
+        first, *again = a["latency_timings_ms"]
+        assert first == pytest.approx(3 * p) and len(again) == 2
+        # the middle of the three is a real timing of this network, not the burst's
+        assert a["latency_ms"] == sorted(a["latency_timings_ms"])[1] < first
+        assert all(p / 3 < x < 2.5 * p for x in again)  # sub-ms networks: two timings can differ ~2x
+    assert seen == {True, False}

@@ -30,6 +30,9 @@ def add_parser(sub: Any) -> None:
     _common(r, DEFAULT_STORAGE)
     r.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N: whose table is read")
     r.add_argument("--arch", default="baseline", metavar="FILE.json|baseline")
+    r.add_argument("--now", action="store_true",
+                   help="time a few of the table's own calibration networks again first and scale the prediction to "
+                        "the device's speed now, as a search does (a second or two on a CPU)")
     r.add_argument("--json", action="store_true")
 
 
@@ -112,14 +115,22 @@ def _profile(args: argparse.Namespace, space: Any, table: Any, setting: Any) -> 
 
 
 def _predict(args: argparse.Namespace, space: Any, arch: Any, table: Any, setting: Any) -> int:
-    from nasconv.latency import load_model
+    from nasconv.latency import corrected, load_model
 
     model = load_model(table, space, setting)
+    drift = None
+    if args.now:  # scaled whenever measured: the user asked for the speed now
+        model, drift = corrected(model, table, args.device, tolerance=0.0)
     p = model.predict(arch)
-    out = {"space": space.name, "arch_hash": arch.arch_hash, **p.to_dict(), "setting": setting.where()}
+    out = {"space": space.name, "arch_hash": arch.arch_hash, **p.to_dict(), "setting": setting.where(),
+           "drift": drift}
     if args.json:
         print_json(out)
         return 0
     print(f"{space.name} {arch.arch_hash}: {p.latency_ms:.3g} ms predicted (95% interval {p.low_ms:.3g}-"
           f"{p.high_ms:.3g} ms) on {setting.describe()}")
+    if args.now:
+        print("the device times its table's networks " + (f"{drift:.2f}x what it did when the table was made; the "
+              "prediction is scaled by that" if drift is not None else "? (the table holds no whole networks to "
+              "time again); the prediction is the table's"))
     return 0

@@ -42,9 +42,10 @@ def drift_factor(model: LatencyModel, table: LatencyTable, device: str, n: int =
     return statistics.median(ratios) if ratios else None
 
 
-def corrected(model: LatencyModel, table: LatencyTable, device: str) -> tuple[LatencyModel, float | None]:
-    """``model`` scaled by the device's drift when it exceeds :data:`DRIFT_TOLERANCE`, and the drift."""
+def corrected(model: LatencyModel, table: LatencyTable, device: str,
+              tolerance: float = DRIFT_TOLERANCE) -> tuple[LatencyModel, float | None]:
+    """``model`` scaled by the device's drift when it exceeds ``tolerance``, and the drift."""
     f = drift_factor(model, table, device)
-    if f is None or abs(f - 1) <= DRIFT_TOLERANCE:
+    if f is None or abs(f - 1) <= tolerance:
         return model, f
     return model.scaled(f), f

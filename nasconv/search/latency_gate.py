@@ -26,6 +26,7 @@ from sqlalchemy import orm
 
 from nasconv.arch import ArchSpec
 from nasconv.budget import Budget
+from nasconv.device_lock import DeviceGate
 from nasconv.errors import NasconvError, UsageError
 from nasconv.evaluate import EvalConfig
 from nasconv.latency import (
@@ -40,10 +41,14 @@ from nasconv.latency import (
     load_model,
     measure_network,
 )
+from nasconv.profile import resolve_device
 from nasconv.search.config import SearchConfig
 from nasconv.spaces import SearchSpace
 from nasconv.storage import NasconvTables
 from nasconv.storage.tables import StudyAttrRow
+
+#: a measured latency outside its prediction's interval is timed this many more times
+RETIMES = 2
 
 
 @dataclass(frozen=True)
@@ -127,11 +132,30 @@ class LatencyGate:
         return out
 
     def remeasure(self, arch: ArchSpec) -> dict[str, Any]:
-        """Time ``arch`` in this process, as the table's whole networks were (``predict+remeasure``)."""
+        """Time ``arch`` in this process, as the table's whole networks were (``predict+remeasure``),
+        with the device held as an evaluation's timing holds it (:mod:`nasconv.device_lock`)."""
         if self.model is None:
             raise UsageError("re-measuring needs the latency model")
-        res = measure_network(arch, self.model.setting, self.device, Repeats(max_time_s=self.max_time_s))
+        with DeviceGate(resolve_device(self.device)) as gate, gate.timing():
+            res = measure_network(arch, self.model.setting, self.device, Repeats(max_time_s=self.max_time_s))
         return {"latency_ms": res.median_ms, "latency_ci_ms": [res.ci_low_ms, res.ci_high_ms]}
+
+    def settle(self, metrics: dict[str, Any], prediction: LatencyPrediction | None,
+               arch: ArchSpec | None) -> dict[str, Any]:
+        """:meth:`fill`, and a measured latency outside the prediction's 95% interval timed
+        :data:`RETIMES` more times in this process and the middle of the timings kept (all of them
+        in ``latency_timings_ms``). One timing on a shared machine can land in another process's
+        burst: in a latency-budget search here one trained candidate timed 1.75x its prediction
+        (``benchmarks/results/latency_model.md``), where a second look costs a second or two."""
+        out = self.fill(metrics, prediction)
+        ms = out.get("latency_ms")
+        if (prediction is None or self.model is None or arch is None or out.get("latency_source") != "measured"
+                or ms is None or prediction.low_ms <= ms <= prediction.high_ms):
+            return out
+        timings = [{"latency_ms": ms, "latency_ci_ms": out.get("latency_ci_ms")}]
+        timings += [self.remeasure(arch) for _ in range(RETIMES)]
+        middle = sorted(timings, key=lambda t: t["latency_ms"])[len(timings) // 2]
+        return {**out, **middle, "latency_timings_ms": [t["latency_ms"] for t in timings]}
 
     def remeasure_front(self, front: list[dict[str, Any]], tables: NasconvTables, study_name: str) -> tuple[int, int]:
         """Time each front member (once per study: the measurement is kept as a study attribute and

@@ -20,7 +20,8 @@ TRIAL_ATTRS = ("accuracy", "accuracy_se", "accuracy_ci", "val_images", "score", 
                "precision", "latency_batch", "latency_resolution", "device", "device_name", "threads", "train_time_s",
                "eval_time_s", "diverged", "diverged_step", "steps", "torch_version", "nasconv_version", "node",
                "node_ip", "ray_node_id", "worker_pid", "worker_span", "gpu_ids", "cuda_visible_devices",
-               "simulated_cuda", "settings_key", "latency_source", "latency_predicted_ms", "latency_predicted_ci_ms")
+               "simulated_cuda", "settings_key", "latency_source", "latency_predicted_ms", "latency_predicted_ci_ms",
+               "latency_timings_ms")
 
 
 def metric_names(objectives: Sequence[str], proxy: str = "train") -> list[str]:

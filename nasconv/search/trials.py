@@ -127,7 +127,8 @@ class TrialFlow:
         (its parameters are queued again, and this result is in the cache for them)."""
         macs, params = trial.user_attrs["macs"], trial.user_attrs["params"]
         decision = self.predicted.get(trial.user_attrs["arch_hash"])
-        metrics = self.latency.fill(metrics, decision.prediction if decision else None)
+        metrics = self.latency.settle(metrics, decision.prediction if decision else None,
+                                      ArchSpec.from_dict(trial.user_attrs["arch"]) if decision else None)
         try:
             values = objective_values(metrics, self.cfg.objectives)
             attrs = {k: metrics[k] for k in TRIAL_ATTRS if metrics.get(k) is not None}
