@@ -176,7 +176,7 @@ def test_predict_without_a_table_says_how_to_make_one(tmp_path):
 
 
 def test_a_timing_outside_its_prediction_is_timed_again_and_the_middle_kept(tmp_path, model):
-    """A measurement in another process's burst (here: the evaluator reports 3x the prediction for
+    """A measurement in another process's burst (here: the evaluator reports 20x the prediction for
     half the architectures) is timed twice more and the middle kept; one inside the prediction's
     interval is kept as it is."""
     space, m = model
@@ -188,7 +188,7 @@ def test_a_timing_outside_its_prediction_is_timed_again_and_the_middle_kept(tmp_
         cost = estimate_cost(arch)
         p = m.predict(arch).latency_ms
         return {"arch_hash": arch.arch_hash, "score": (int(arch.arch_hash, 16) % 1000) / 1000, "params": cost.params,
-                "macs": cost.macs, "latency_ms": 3 * p if burst(arch) else p, "settings_key": "x"}
+                "macs": cost.macs, "latency_ms": 20 * p if burst(arch) else p, "settings_key": "x"}
 
     res = run_search(_cfg(tmp_path, trials=8), evaluator=evaluator)
     study = optuna.load_study(study_name=res.study_name, storage=f"sqlite:///{tmp_path}/s.db")
@@ -203,8 +203,9 @@ def test_a_timing_outside_its_prediction_is_timed_again_and_the_middle_kept(tmp_
             assert a["latency_ms"] == pytest.approx(p) and "latency_timings_ms" not in a
             continue
         first, *again = a["latency_timings_ms"]
-        assert first == pytest.approx(3 * p) and len(again) == 2
+        assert first == pytest.approx(20 * p) and len(again) == 2
         # the middle of the three is a real timing of this network, not the burst's
         assert a["latency_ms"] == sorted(a["latency_timings_ms"])[1] < first
-        assert all(p / 3 < x < 2.5 * p for x in again)  # sub-ms networks: two timings can differ ~2x
+        # sub-ms networks, timed quickly on a shared machine: two timings can differ 2-3.5x (seen here)
+        assert all(p / 5 < x < 8 * p for x in again)
     assert seen == {True, False}
