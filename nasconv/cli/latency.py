@@ -130,7 +130,7 @@ def _predict(args: argparse.Namespace, space: Any, arch: Any, table: Any, settin
     print(f"{space.name} {arch.arch_hash}: {p.latency_ms:.3g} ms predicted (95% interval {p.low_ms:.3g}-"
           f"{p.high_ms:.3g} ms) on {setting.describe()}")
     if args.now:
-        print("the device times its table's networks " + (f"{drift:.2f}x what it did when the table was made; the "
-              "prediction is scaled by that" if drift is not None else "? (the table holds no whole networks to "
-              "time again); the prediction is the table's"))
+        print(f"the device times its table's networks {drift:.2f}x what it did when the table was made; the prediction "
+              "is scaled by that" if drift is not None else "the table holds no whole networks to time again: the "
+              "prediction is the table's, unscaled")
     return 0
