@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 from _common import OtherCpu, cpu_model, git_revision, load_avg, write_atomic, write_results
-from proxy_fidelity import bootstrap_rho, spearman
+from proxy_fidelity import bootstrap_interval, bootstrap_rho, spearman
 
 from nasconv.build import build_model
 from nasconv.latency import (
@@ -94,19 +94,11 @@ def paired_ratio(arch: Any, reference: torch.nn.Module, setting: Any, device: st
     return float(np.median(a) / np.median(r)), float(np.median(r)) * 1e3
 
 
-def bootstrap_rho_gain(p: np.ndarray, m1: np.ndarray, m2: np.ndarray, resamples: int = 2000,
-                       seed: int = 0) -> list[float]:
+def bootstrap_rho_gain(p: np.ndarray, m1: np.ndarray, m2: np.ndarray) -> list[float]:
     """95% bootstrap interval (over architectures) of rho(prediction, measurement) minus
     rho(measurement, its re-test): above 0, the prediction ranks the measurements better than the
     measurement ranks itself."""
-    rng = np.random.default_rng(seed)
-    d = []
-    for _ in range(resamples):
-        i = rng.integers(0, len(p), len(p))
-        g = spearman(p[i], m1[i]) - spearman(m1[i], m2[i])
-        if np.isfinite(g):
-            d.append(g)
-    return [float(q) for q in np.quantile(d, [0.025, 0.975])] if d else [float("nan")] * 2
+    return list(bootstrap_interval(lambda i: spearman(p[i], m1[i]) - spearman(m1[i], m2[i]), len(p)))
 
 
 def _table(db: Path) -> tuple[Any, LatencyTable]:

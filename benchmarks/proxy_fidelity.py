@@ -43,7 +43,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -105,20 +105,22 @@ def kendall_tau_b(a: Any, b: Any) -> float:
     return s / denom if denom > 0 else float("nan")
 
 
+def bootstrap_interval(stat: Callable[[np.ndarray], float], n: int, *, resamples: int = BOOTSTRAP_RESAMPLES,
+                       seed: int = 0) -> tuple[float, float]:
+    """2.5% and 97.5% quantiles of ``stat(idx)`` over ``n`` items drawn with replacement (NaN
+    values dropped)."""
+    rng = np.random.default_rng(seed)
+    vals = [v for v in (stat(rng.integers(0, n, n)) for _ in range(resamples)) if not math.isnan(v)]
+    if not vals:
+        return float("nan"), float("nan")
+    lo, hi = np.quantile(vals, [0.025, 0.975])
+    return float(lo), float(hi)
+
+
 def bootstrap_rho(a: Any, b: Any, *, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> tuple[float, float]:
     """2.5% and 97.5% quantiles of Spearman's rho over architectures drawn with replacement."""
     x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    rng = np.random.default_rng(seed)
-    rhos = []
-    for _ in range(resamples):
-        idx = rng.integers(0, len(x), len(x))
-        r = spearman(x[idx], y[idx])
-        if not math.isnan(r):
-            rhos.append(r)
-    if not rhos:
-        return float("nan"), float("nan")
-    lo, hi = np.quantile(rhos, [0.025, 0.975])
-    return float(lo), float(hi)
+    return bootstrap_interval(lambda i: spearman(x[i], y[i]), len(x), resamples=resamples, seed=seed)
 
 
 def _finite(v: float | None) -> float:

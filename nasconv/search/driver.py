@@ -329,7 +329,7 @@ class SearchDriver(TrialFlow):
                 raise NasconvError(f"the baseline evaluation failed: {error}")
             metrics.pop("weights", None)
             self.tables.put_cached(key, arch.arch_hash, self.space.name, metrics)
-        metrics = self.latency.settle(metrics, self.latency.decide(arch).prediction, arch)
+        metrics = self.latency.settle(metrics, self.latency.decide(arch).prediction, arch.to_dict())
         keep = {k: metrics.get(k) for k in ("accuracy", "accuracy_se", "accuracy_ci", "val_images", "score",
                                             "latency_ms", "latency_ci_ms", "params", "macs", "arch_hash")}
         self.study.set_user_attr("baseline", keep)

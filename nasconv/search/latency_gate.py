@@ -141,19 +141,21 @@ class LatencyGate:
         return {"latency_ms": res.median_ms, "latency_ci_ms": [res.ci_low_ms, res.ci_high_ms]}
 
     def settle(self, metrics: dict[str, Any], prediction: LatencyPrediction | None,
-               arch: ArchSpec | None) -> dict[str, Any]:
+               arch: dict[str, Any] | None) -> dict[str, Any]:
         """:meth:`fill`, and a measured latency outside the prediction's 95% interval timed
         :data:`RETIMES` more times in this process and the middle of the timings kept (all of them
-        in ``latency_timings_ms``). One timing on a shared machine can land in another process's
-        burst: in a latency-budget search here one trained candidate timed 1.75x its prediction
-        (``benchmarks/results/latency_model.md``), where a second look costs a second or two."""
+        in ``latency_timings_ms``); ``arch`` is the architecture's dict. One timing on a shared
+        machine can land in another process's burst: in a repeat of ``benchmarks/latency_model.py``'s
+        latency-budget search here (2026-12-05) one trained candidate timed 1.75x its prediction,
+        where a second look costs a second or two."""
         out = self.fill(metrics, prediction)
         ms = out.get("latency_ms")
         if (prediction is None or self.model is None or arch is None or out.get("latency_source") != "measured"
                 or ms is None or prediction.low_ms <= ms <= prediction.high_ms):
             return out
         timings = [{"latency_ms": ms, "latency_ci_ms": out.get("latency_ci_ms")}]
-        timings += [self.remeasure(arch) for _ in range(RETIMES)]
+        spec = ArchSpec.from_dict(arch)
+        timings += [self.remeasure(spec) for _ in range(RETIMES)]
         middle = sorted(timings, key=lambda t: t["latency_ms"])[len(timings) // 2]
         return {**out, **middle, "latency_timings_ms": [t["latency_ms"] for t in timings]}
 

@@ -125,10 +125,10 @@ class TrialFlow:
     def _tell_metrics(self, trial: optuna.trial.Trial, metrics: dict[str, Any], *, status: str) -> bool:
         """Tell one evaluated (or cached) trial; False when another driver had failed it already
         (its parameters are queued again, and this result is in the cache for them)."""
-        macs, params = trial.user_attrs["macs"], trial.user_attrs["params"]
-        decision = self.predicted.get(trial.user_attrs["arch_hash"])
-        metrics = self.latency.settle(metrics, decision.prediction if decision else None,
-                                      ArchSpec.from_dict(trial.user_attrs["arch"]) if decision else None)
+        ua = trial.user_attrs  # one storage read
+        macs, params = ua["macs"], ua["params"]
+        decision = self.predicted.get(ua["arch_hash"])
+        metrics = self.latency.settle(metrics, decision.prediction if decision else None, ua["arch"])
         try:
             values = objective_values(metrics, self.cfg.objectives)
             attrs = {k: metrics[k] for k in TRIAL_ATTRS if metrics.get(k) is not None}
