@@ -66,7 +66,7 @@ def test_ctrl_c_while_profiling_keeps_the_rows_and_the_next_run_resumes(tmp_path
     assert _profile(tmp_path) == code
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "continues" in err
-    assert "4 of the 39 timings of the 13 parts of tiny20 (3 each) are stored" in err
+    assert "4 of the 39 timings of the 13 parts of tiny20 (3 each) are stored, and 3 of the 9 of its 3 whole" in err
     assert _stored(tmp_path) == 2 * 3 + 4  # the networks' first rounds (and their rows so far), 4 part timings
     monkeypatch.setattr(LatencyTable, "put", real_put)
     assert _profile(tmp_path) == 0

@@ -67,7 +67,17 @@ def run(args: argparse.Namespace) -> int:
 def _profile(args: argparse.Namespace, space: Any, table: Any, setting: Any) -> int:
     from tqdm import tqdm
 
-    from nasconv.latency import CALIBRATION_NETWORKS, PART_ROUNDS, Repeats, profile_space, round_key, space_parts
+    from nasconv.latency import (
+        CALIBRATION_NETWORKS,
+        NETWORK_ROUNDS,
+        PART_ROUNDS,
+        Repeats,
+        calibration_archs,
+        network_key,
+        profile_space,
+        round_key,
+        space_parts,
+    )
 
     if args.networks is not None and not 1 <= args.networks <= 1000:
         raise UsageError(f"--networks must be in [1, 1000], got {args.networks}")
@@ -93,10 +103,13 @@ def _profile(args: argparse.Namespace, space: Any, table: Any, setting: Any) -> 
         keys = {p.key for p in space_parts(space)}
         good = table.good_keys(setting)
         timed = sum(1 for k in keys for i in range(PART_ROUNDS) if round_key(k, i) in good)
+        nets = [network_key(a) for a in calibration_archs(space, args.networks or CALIBRATION_NETWORKS)]
+        nets_timed = sum(1 for k in nets for i in range(NETWORK_ROUNDS) if round_key(k, i) in good)
         by = f" by {exc.signame}" if isinstance(exc, Terminated) else ""
         print(f"nasconv: interrupted{by} after {time.perf_counter() - t0:.0f} s: {timed} of the "
               f"{PART_ROUNDS * len(keys)} timings of the {len(keys)} parts of {space.name} ({PART_ROUNDS} each) are "
-              f"stored; the same command continues where this one stopped", file=sys.stderr)
+              f"stored, and {nets_timed} of the {NETWORK_ROUNDS * len(nets)} of its {len(nets)} whole networks; the "
+              f"same command continues where this one stopped", file=sys.stderr)
         return exc.exit_code if isinstance(exc, Terminated) else 130
     if bar is not None:
         bar.close()

@@ -19,6 +19,7 @@ from nasconv.latency.model import Calibration, LatencyModel, LatencyPrediction, 
 from nasconv.latency.profiler import (
     CALIBRATION_NETWORKS,
     NETWORK_REPEATS,
+    NETWORK_ROUNDS,
     PART_ROUNDS,
     ProfileReport,
     Repeats,
@@ -39,9 +40,10 @@ from nasconv.latency.table import (
 )
 
 __all__ = [
-    "CALIBRATION_NETWORKS", "DRIFT_NETWORKS", "DRIFT_TOLERANCE", "NETWORK_REPEATS", "PART_ROUNDS", "PRECISION",
-    "Calibration", "DeviceSetting", "LatencyModel", "LatencyPrediction", "LatencyTable", "LatencyTableError", "Part",
-    "ProfileReport", "Repeats", "arch_key_counts", "arch_parts", "build_part", "calibration_archs", "corrected",
-    "current_setting", "drift_factor", "fit_calibration", "load_model", "measure_network", "network_key",
-    "open_tables", "profile_space", "require_calibration", "round_key", "space_parts",
+    "CALIBRATION_NETWORKS", "DRIFT_NETWORKS", "DRIFT_TOLERANCE", "NETWORK_REPEATS", "NETWORK_ROUNDS", "PART_ROUNDS",
+    "PRECISION", "Calibration", "DeviceSetting", "LatencyModel", "LatencyPrediction", "LatencyTable",
+    "LatencyTableError", "Part", "ProfileReport", "Repeats", "arch_key_counts", "arch_parts", "build_part",
+    "calibration_archs", "corrected", "current_setting", "drift_factor", "fit_calibration", "load_model",
+    "measure_network", "network_key", "open_tables", "profile_space", "require_calibration", "round_key",
+    "space_parts",
 ]
