@@ -118,5 +118,6 @@ def mann_whitney_p(a: list[float], b: list[float]) -> float:
 def write_results(folder: str | Path, name: str, text: str, res: Any) -> None:
     """``<folder>/<name>.md`` (the report) and ``<name>.json`` (every figure), each written atomically."""
     out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / f"{name}.md", text)
     write_atomic(out / f"{name}.json", json.dumps(res, indent=1, default=float))
