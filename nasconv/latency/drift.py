@@ -4,9 +4,10 @@ A table is profiled once and used for days; a machine's speed is not that consta
 project's shared 2-core VMs the same resnet20 table, profiled twice 14 minutes apart, predicted
 16.5% apart (median), and a latency-budget search run after the first profile measured 11 of 12
 trained candidates over a budget the prediction had them under (``benchmarks/results/
-latency_model.md``). A search therefore times a few of the table's own calibration networks
-again before it uses the table: their median ratio now/then is the drift, and the model's
-calibration is scaled by it (:meth:`LatencyModel.scaled`). It costs a few network timings (well
+latency_model.md`` as of 989cc7c, kept in ``latency_model-earlier-runs.json``). A search
+therefore times a few of the table's own calibration networks again before it uses the table:
+their median ratio now/then is the drift, and the model's calibration is scaled by it
+(:meth:`LatencyModel.scaled`). It costs a few network timings (well
 under a second each for the shipped spaces' CPU networks) per search.
 """
 

@@ -43,17 +43,18 @@ NETWORK_REPEATS = Repeats(warmup=3, min_repeats=15, max_repeats=200, target_rel_
 #: each part is timed once in each of this many passes over the space's parts (each pass in its
 #: own shuffled order) and the middle timing kept. On this project's shared VMs a machine's speed
 #: wanders by tens of percent within minutes: two fresh profiles of resnet20 minutes apart, the
-#: parts timed once each in the space's order, predicted the same 50 networks a median 12% apart
-#: (benchmarks/results/latency_model.md). Timed once, a part keeps whatever the machine did during
-#: its second, and the parts of one stage, timed together, share it: one pass's burst or slow
-#: minute moves one of three timings, in no particular stage
+#: parts timed once each in the space's order, predicted the same 50 networks a median 7.7% apart
+#: (benchmarks/results/latency_model-resnet20-rounds.md, "before"; 12% in an earlier run). Timed
+#: once, a part keeps whatever the machine did during its second, and the parts of one stage,
+#: timed together, share it: one pass's burst or slow minute moves one of three timings, in no
+#: particular stage
 PART_ROUNDS = 3
 
 #: whole networks the block sum is calibrated on: the baseline and random architectures
 CALIBRATION_NETWORKS = 10
 #: each calibration network is timed this many times, spread over the profiling run, and the
 #: median of its rounds' medians kept: on a shared machine a network timed during another process's
-#: burst came out 1.5-2.5x slower (benchmarks/results/latency_model.md), and the middle of 3 rounds
+#: burst came out 1.5-2.5x slower (seen while making 71c9d98), and the middle of 3 rounds
 #: drops one such round; the fastest round would drop it too, but lands below what one careful
 #: measurement gives (5-8% on resnet18 here), and a measurement is what the model predicts
 NETWORK_ROUNDS = 3
