@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 from _common import write_results
-from proxy_fidelity import spearman
+from proxy_fidelity import bootstrap_intervals, spearman
 
 from nasconv.latency import DRIFT_TOLERANCE
 from nasconv.stats import wilson_interval
@@ -30,7 +30,6 @@ from nasconv.stats import wilson_interval
 HERE = Path(__file__).resolve().parent
 #: kept beside the runs for their earlier methods (their own results files say which)
 EARLIER = ("latency_model-earlier-runs.json", "latency_model-resnet20-rounds.json", "latency_model_runs.json")
-RESAMPLES = 2000
 
 
 def runs(folder: Path) -> list[tuple[str, dict[str, Any]]]:
@@ -74,16 +73,13 @@ def pooled(rows: list[dict[str, Any]], seed: int = 0) -> dict[str, Any]:
         for r, w in zip(rows, where):
             i = np.array([w[h] for h in draw if h in w], dtype=int)
             p, m1, m2, q = (None if a is None else a[i] for a in r["_arrays"])
-            ok = np.abs(p - m1) / m1 <= 0.10
-            k, n = k + int(ok.sum()), n + len(i)
-            ks += int(ok.sum() if q is None else (np.abs(q - m1) / m1 <= 0.10).sum())
+            k, n = k + within(p, m1), n + len(i)
+            ks += within(p if q is None else q, m1)
             gains.append(spearman(p, m1) - spearman(m1, m2))
         return k / n, ks / n, float(np.nanmean(gains))
 
-    rng = np.random.default_rng(seed)
     point = stats(hashes)
-    boot = np.array([stats(list(rng.choice(hashes, len(hashes)))) for _ in range(RESAMPLES)])
-    lo, hi = np.nanquantile(boot, 0.025, axis=0), np.nanquantile(boot, 0.975, axis=0)
+    lo, hi = bootstrap_intervals(lambda idx: stats([hashes[j] for j in idx]), len(hashes), seed=seed)
     n = sum(len(r["_hashes"]) for r in rows)
 
     def share(j: int) -> list[float]:  # a share's percentile bootstrap is [1, 1] when all are in: Wilson's too

@@ -43,7 +43,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -109,12 +109,22 @@ def bootstrap_interval(stat: Callable[[np.ndarray], float], n: int, *, resamples
                        seed: int = 0) -> tuple[float, float]:
     """2.5% and 97.5% quantiles of ``stat(idx)`` over ``n`` items drawn with replacement (NaN
     values dropped)."""
+    lo, hi = bootstrap_intervals(lambda i: [stat(i)], n, resamples=resamples, seed=seed)
+    return lo[0], hi[0]
+
+
+def bootstrap_intervals(stat: Callable[[np.ndarray], Sequence[float]], n: int, *,
+                        resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> tuple[list[float], list[float]]:
+    """:func:`bootstrap_interval` of each of the values ``stat(idx)`` returns, from the same draws."""
     rng = np.random.default_rng(seed)
-    vals = [v for v in (stat(rng.integers(0, n, n)) for _ in range(resamples)) if not math.isnan(v)]
-    if not vals:
-        return float("nan"), float("nan")
-    lo, hi = np.quantile(vals, [0.025, 0.975])
-    return float(lo), float(hi)
+    vals = np.array([stat(rng.integers(0, n, n)) for _ in range(resamples)], dtype=float)
+    lo, hi = [], []
+    for col in vals.T:
+        col = col[~np.isnan(col)]
+        q = np.quantile(col, [0.025, 0.975]) if len(col) else (math.nan, math.nan)
+        lo.append(float(q[0]))
+        hi.append(float(q[1]))
+    return lo, hi
 
 
 def bootstrap_rho(a: Any, b: Any, *, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> tuple[float, float]:
