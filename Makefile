@@ -8,7 +8,7 @@ BUDGET ?= 4gflops
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.nasconv-installed
 
-.PHONY: setup data browser search test test-fast lint bench clean
+.PHONY: setup data browser search test test-fast lint docs bench clean
 
 setup: $(STAMP) data
 
@@ -30,8 +30,19 @@ data:
 search: setup
 	$(BIN)/nasconv search --space $(SPACE) --budget $(BUDGET)
 
-test: setup lint browser
+test: setup lint browser docs
 	$(BIN)/python -m pytest -q
+
+# The documentation site (MkDocs + Material + mkdocstrings): the error list regenerated from the
+# source, then a strict build (a broken link or a missing API reference fails it).
+DOCS_STAMP := $(VENV)/.nasconv-docs-installed
+$(DOCS_STAMP): $(STAMP)
+	$(BIN)/pip install -q -e ".[docs]"
+	@touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	$(BIN)/python docs/gen_errors.py
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict -q
 
 # Debian's Chromium for the report and dashboard tests (a real headless browser), when missing.
 browser:
@@ -62,4 +73,4 @@ bench: setup
 	$(BIN)/python benchmarks/latency_model.py
 
 clean:
-	rm -rf $(VENV) *.egg-info
+	rm -rf $(VENV) *.egg-info site

@@ -257,9 +257,10 @@ def ray_startup() -> tuple[Any, dict[str, float]]:
 
 #: (file suffix, function name, label) of the calls the profile table reports
 PROFILED = (
-    ("nasconv/search/trials.py", "_ask_one", "SearchDriver._ask_one (ask, suggest, cost, attrs, cache lookup, submit)"),
-    ("nasconv/search/params.py", "suggest_arch", "  suggest_arch (the sampler's suggest_categorical calls)"),
+    ("nasconv/search/trials.py", "_claim", "SearchDriver._claim (claim lock, count the study's slots, ask)"),
     ("optuna/study/study.py", "ask", "  Study.ask"),
+    ("nasconv/search/trials.py", "_ask_one", "SearchDriver._ask_one (suggest, cost, attrs, cache lookup, submit)"),
+    ("nasconv/search/params.py", "suggest_arch", "  suggest_arch (the sampler's suggest_categorical calls)"),
     ("nasconv/storage/tables.py", "get_cached", "  NasconvTables.get_cached"),
     ("nasconv/search/trials.py", "_finish", "SearchDriver._finish (cache the result, tell)"),
     ("nasconv/storage/tables.py", "put_cached", "  NasconvTables.put_cached"),

@@ -45,6 +45,7 @@ _LAZY = {
     "list_spaces": ("nasconv.spaces", "list_spaces"),
     "load_arch": ("nasconv.spaces", "load_arch"),
     "load_space": ("nasconv.spaces", "load_space"),
+    "space_from_model": ("nasconv.custom", "space_from_model"),
     "EvalConfig": ("nasconv.evaluate", "EvalConfig"),
     "evaluate": ("nasconv.evaluate", "evaluate"),
     "SearchConfig": ("nasconv.search", "SearchConfig"),
@@ -60,6 +61,7 @@ if TYPE_CHECKING:
     from nasconv.budget import Budget, parse_budget
     from nasconv.build import build_model
     from nasconv.cost import NetworkCost, estimate_cost
+    from nasconv.custom import space_from_model
     from nasconv.evaluate import EvalConfig, evaluate
     from nasconv.export import export_space_arch, export_study
     from nasconv.export import load as load_exported
@@ -80,4 +82,5 @@ __all__ = [
     "ArchSpec", "Budget", "EvalConfig", "NasconvError", "NetworkCost", "OpChoice", "SearchConfig", "SearchResult",
     "SearchSpace", "StageSpec", "__version__", "build_model", "estimate_cost", "evaluate", "export_space_arch",
     "export_study", "list_spaces", "load_arch", "load_exported", "load_space", "parse_budget", "run_search",
+    "space_from_model",
 ]

@@ -7,7 +7,7 @@ import json
 import math
 import reprlib
 from dataclasses import dataclass, field, replace
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from nasconv.errors import SpaceError
 
@@ -38,6 +38,15 @@ MAX_CLASSES = 10_000_000
 MAX_HYPER = 32
 MAX_NAME_CHARS = 256
 MAX_HYPER_NUMBER = 10**15
+
+
+#: ``"kind"`` of an architecture JSON -> its reader, registered by the package that defines the
+#: kind (:mod:`nasconv.custom` registers ``model``: a candidate of a user's own network)
+ARCH_KINDS: dict[str, Callable[[Mapping[str, Any]], Any]] = {}
+
+
+def register_arch_kind(kind: str, reader: Callable[[Mapping[str, Any]], Any]) -> None:
+    ARCH_KINDS[kind] = reader
 
 
 def canonical_value(value: Any) -> Any:
@@ -153,6 +162,12 @@ class ArchSpec:
         """
         if not isinstance(data, Mapping):
             raise SpaceError(f"architecture JSON must be an object, got {_kind(data)}")
+        if "kind" in data:  # another kind of space's candidate (nasconv.custom: a user's own model)
+            reader = ARCH_KINDS.get(data["kind"]) if isinstance(data["kind"], str) else None
+            if reader is None:
+                raise SpaceError(f"architecture kind {_show(data['kind'])} is not known; known: "
+                                 f"{', '.join(ARCH_KINDS) or 'none'}")
+            return reader(data)
         if "format" in data and (isinstance(data["format"], bool) or data["format"] != FORMAT_VERSION):
             raise SpaceError(f"architecture format {_show(data['format'])} is not supported; "
                              f"this nasconv reads format {FORMAT_VERSION}")

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from nasconv.arch import ArchSpec
+from nasconv.custom import ModelArch
 from nasconv.ops import create_op, list_ops
 
 
@@ -187,4 +188,6 @@ class ArchConvNet(ConvNet):
 def build_model(arch: ArchSpec, num_classes: int | None = None, in_channels: int | None = None,
                 *, zero_init_residual: bool = True) -> ArchConvNet:
     """Build ``arch`` as an ``nn.Module`` (optionally with another classifier size or input channels)."""
+    if isinstance(arch, ModelArch):  # a user's own model with the chosen operators swapped in
+        return arch.build(num_classes, in_channels)
     return ArchConvNet(arch, num_classes=num_classes, in_channels=in_channels, zero_init_residual=zero_init_residual)

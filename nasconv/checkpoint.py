@@ -26,6 +26,8 @@ def runtime_arch(model: nn.Module) -> ArchSpec:
     """``model.arch`` with settings that live in plain attributes, not in the state dict, read back
     from the modules: dynconv's softmax temperature (annealed during training)."""
     arch = model.arch
+    if getattr(arch, "kind", None) is not None:  # a user's own model: its operators' settings as chosen
+        return arch
     stages = list(arch.stages)
     for i, st in enumerate(stages):
         if st.op.name != "dynconv":
@@ -40,8 +42,14 @@ def weights_payload(model: nn.Module, *, num_classes: int | None = None) -> dict
     """What a worker returns for :func:`~nasconv.storage.weights.save_weights`: the trained nasconv
     network's state dict and the architecture it was built from (picklable; tensors on the CPU)."""
     return {"format": FORMAT_VERSION, "trained_arch": runtime_arch(model).to_dict(),
-            "num_classes": num_classes or model.fc.out_features, "in_channels": model.conv1.in_channels,
+            # a user's own model (another kind) has the classes and channels its space records
+            "num_classes": num_classes or (model.arch.num_classes if _own(model) else model.fc.out_features),
+            "in_channels": model.arch.in_channels if _own(model) else model.conv1.in_channels,
             "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
+
+
+def _own(model: nn.Module) -> bool:
+    return getattr(model.arch, "kind", None) is not None
 
 
 def model_from_payload(payload: Mapping[str, Any]) -> nn.Module:

@@ -127,6 +127,8 @@ class NetworkCost:
 def estimate_cost(arch: ArchSpec, resolution: int | None = None, *, num_classes: int | None = None,
                   in_channels: int | None = None) -> NetworkCost:
     """Exact cost of ``build_model(arch, ...)`` at ``resolution`` (default: the arch's own)."""
+    if getattr(arch, "kind", None) is not None:  # another kind of candidate (a user's model) costs itself
+        return arch.estimate_cost(resolution, num_classes=num_classes, in_channels=in_channels)
     return _estimate(arch, resolution, num_classes, in_channels)
 
 

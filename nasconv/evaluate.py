@@ -22,6 +22,7 @@ from nasconv.arch import ArchSpec
 from nasconv.build import build_model
 from nasconv.cost import estimate_cost
 from nasconv.data import load_dataset, prepare_batch, subset
+from nasconv.data.task import balanced_accuracy, check_metric
 from nasconv.device_lock import DeviceGate
 from nasconv.errors import UnknownNameError, UsageError
 from nasconv.faults import fault_point, simulated_cuda
@@ -74,10 +75,19 @@ class EvalConfig:
     #: CPU shared with other work 1 thread is the repeatable choice (a busy core stalls every
     #: parallel region; side by side on one 2-core machine its median latency varied 2.5x less)
     latency_threads: int | None = None
+    #: ``accuracy`` or ``balanced-accuracy`` (mean per-class recall): what ``accuracy``, its SE and
+    #: interval, and the score are (:mod:`nasconv.data.task`); keyed when not ``accuracy``
+    metric: str = "accuracy"
+    #: an image folder's held-out split: this fraction of each class of ``train/`` (None: its
+    #: ``val/`` or ``test/`` folder); keyed when set
+    holdout: float | None = None
 
     def check(self) -> None:
         if self.proxy not in PROXIES:
             raise UnknownNameError("proxy", self.proxy, PROXIES)
+        check_metric(self.metric)
+        if self.holdout is not None and not 0.0 < self.holdout < 1.0:
+            raise UsageError(f"--holdout must be a fraction in (0, 1), got {self.holdout}")
         pick_device(self.device)  # a known device name
         if not 1 <= self.latency_batch <= MAX_BATCH:
             raise UsageError(f"latency batch size must be in [1, {MAX_BATCH}], got {self.latency_batch:,}")
@@ -129,6 +139,9 @@ class EvalConfig:
         if self.latency_threads is None:
             # unset: the key stays what it was before the setting existed (stored studies resume)
             d.pop("latency_threads")
+        for key, before in (("metric", "accuracy"), ("holdout", None)):  # as latency_threads
+            if d[key] == before:
+                d.pop(key)
         device = pick_device(self.device)
         d["device"] = resolve_device_kind(device)
         if self.proxy != "train":
@@ -176,7 +189,10 @@ def evaluate(arch: ArchSpec, config: EvalConfig | None = None, *,
         "accuracy": None, "score": None, "diverged": False, "diverged_step": None,
         "train_time_s": 0.0, "steps": 0, "precision": "fp32",  # a zero-cost proxy scores in fp32
     }
-    ds = load_dataset(cfg.data, data_dir=cfg.data_dir, seed=cfg.train.seed, cache_dir=cfg.cache_dir)
+    ds = load_dataset(cfg.data, data_dir=cfg.data_dir, seed=cfg.train.seed, cache_dir=cfg.cache_dir,
+                      holdout=cfg.holdout)
+    # the network trained has the data's head; a stored study's 10-class architecture keeps its cost
+    out.update(num_classes=arch.num_classes, data_classes=ds.num_classes)
     # The device to itself while a latency is timed: this evaluation's steps hold it shared, its
     # timing exclusively, against every other nasconv evaluation on this node (nasconv.device_lock).
     with DeviceGate(device, key=lock_key) as gate:
@@ -211,7 +227,20 @@ def _train(arch: ArchSpec, cfg: EvalConfig, ds: Any, device: torch.device, gate:
     res = train_candidate(arch, ds, cfg.train, progress=progress, device=device,
                           keep_model=keep_weights, step_guard=gate.step)
     out.update(accuracy_uncertainty(res.accuracy, res.val_images))
-    out.update(accuracy=res.accuracy, score=res.accuracy, val_loss=res.val_loss, diverged=res.diverged,
+    accuracy = res.accuracy
+    if res.class_total:
+        ba, se, ci = balanced_accuracy(res.class_correct, res.class_total)
+        out.update(class_recall=[c / n if n else None for c, n in zip(res.class_correct, res.class_total)],
+                   class_images=list(res.class_total))
+        if cfg.metric == "balanced-accuracy":
+            # the chosen metric is what "accuracy" (and its SE, interval, the score) means from here on
+            out.update(plain_accuracy=res.accuracy, plain_accuracy_se=out["accuracy_se"], accuracy_se=se,
+                       accuracy_ci=ci)
+            accuracy = ba
+        else:
+            out.update(balanced_accuracy=ba, balanced_accuracy_se=se)
+    out.update(metric=cfg.metric)
+    out.update(accuracy=accuracy, score=accuracy, val_loss=res.val_loss, diverged=res.diverged,
                diverged_step=res.diverged_step, train_time_s=res.train_time_s, steps=res.steps,
                proxy_params=res.proxy_params, proxy_macs=res.proxy_macs, precision=res.precision)
     if res.model is not None and not res.diverged:
@@ -307,7 +336,8 @@ CPU_BF16_TRAIN_IMAGES = TrainConfig.train_images * 3 // 2  # 12,000
 def eval_config_for(space: Any, *, full_proxy: bool = False, data: str = "fashion-mnist", data_dir: str | None = None,
                     cache_dir: str | None = None,
                     proxy: str = "train", device: str = "auto", latency: bool = True, latency_batch: int = 1,
-                    latency_threads: int | None = None, **train_overrides: Any) -> EvalConfig:
+                    latency_threads: int | None = None, metric: str = "accuracy", holdout: float | None = None,
+                    **train_overrides: Any) -> EvalConfig:
     """The checked evaluation settings for candidates of ``space`` (a :class:`~nasconv.spaces.SearchSpace`).
 
     Training starts from the space's proxy settings for the device (on a CUDA GPU its
@@ -319,10 +349,17 @@ def eval_config_for(space: Any, *, full_proxy: bool = False, data: str = "fashio
     :data:`CPU_BF16_TRAIN_IMAGES` unless ``train_images`` is given or the space's proxy sets it.
     """
     cfg = EvalConfig(data=data, data_dir=data_dir, cache_dir=cache_dir, proxy=proxy, device=device, latency=latency,
-                     latency_batch=latency_batch, latency_threads=latency_threads)
+                     latency_batch=latency_batch, latency_threads=latency_threads, metric=metric, holdout=holdout)
     base = dict(FULL_PROXY_SETTINGS if full_proxy else space.proxy_settings_for(pick_device(device)))
     cfg = replace(cfg, train=replace(cfg.train, **base))  # here None is a value (max_depth: no limit)
     cfg = with_train_overrides(cfg, **train_overrides)
+    model_px = getattr(space, "resolution", None) if getattr(space, "kind", None) == "model" else None
+    if model_px is not None and cfg.train.resolution != model_px:
+        # a user's model is measured (cost, shapes) at the input it was made for: another size could
+        # fail deep inside it, and its cost would not be the one stored
+        raise UsageError(f"space {space.name!r} is a model made for {model_px} px inputs, so it trains at "
+                         f"{model_px} px, not {cfg.train.resolution} (make the space again with --input "
+                         f"Cx{cfg.train.resolution}x{cfg.train.resolution} to search at that size)")
     cfg.check()
     cfg = cfg.resolved()
     if (not full_proxy and train_overrides.get("train_images") is None and "train_images" not in base

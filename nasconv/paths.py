@@ -1,11 +1,14 @@
-"""File names derived from user-given names, and one-line file-system errors (standard library only)."""
+"""File names derived from user-given names, one-line file-system errors and atomic file writes
+(standard library only)."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
 import re
+import secrets
 from pathlib import Path
 
 #: a name longer than this (in bytes) is shortened: a file ``<name>-trial12.torchscript.pt`` must
@@ -53,3 +56,21 @@ def disk_full(path: str | Path) -> bool:
     except OSError:
         return False
     return st.f_bavail == 0 or (st.f_files > 0 and st.f_favail == 0)
+
+
+def write_atomic(path: Path, data: bytes | bytearray | memoryview) -> None:
+    """``data`` to ``path`` atomically (a temporary file beside it, synced and renamed into place):
+    a kill or a full disk leaves the previous file or the new one, whole. Creates the folder;
+    the temporary file is removed on any failure, whose exception is raised as it is."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(3)}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise

@@ -117,6 +117,10 @@ class InlineRunner:
         pass
 
 
+#: Ray system setting (read from the environment when Ray starts): workers' niceness over the driver's
+WORKER_NICENESS_ENV = "RAY_worker_niceness"
+
+
 class RayRunner:
     """Evaluations as Ray tasks: ``workers`` at a time, each with ``cpus_per_worker`` CPUs.
 
@@ -137,6 +141,10 @@ class RayRunner:
         os.environ.setdefault("RAY_DEDUP_LOGS", "0")
         # The driver's modules must be importable by workers started from another directory.
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        # Ray starts its workers at niceness 15 on top of the driver's: under `nice` (19 at most)
+        # an evaluation then starved on a busy machine (23 s of CPU in 9.5 min). A worker runs
+        # at the driver's niceness (the setting a local instance's raylet reads at start).
+        os.environ.setdefault(WORKER_NICENESS_ENV, "0")
         handlers = _signal_handlers()
         try:
             if address:

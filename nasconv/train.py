@@ -119,6 +119,9 @@ class TrainResult:
     val_images: int = 0
     #: the precision training ran in (``auto`` resolved)
     precision: str = "fp32"
+    #: per class: held-out images predicted right, and held-out images (balanced accuracy, recall)
+    class_correct: tuple[int, ...] = ()
+    class_total: tuple[int, ...] = ()
 
 
 def reduced_copy(arch: ArchSpec, *, max_depth: int | None, width_factor: float, resolution: int,
@@ -127,7 +130,10 @@ def reduced_copy(arch: ArchSpec, *, max_depth: int | None, width_factor: float, 
 
     A stage keeps its full width when its operator's hyperparameters do not divide the
     narrower one (e.g. ``gc`` G=32 on 16 channels), so every candidate has a valid proxy.
+    A user's own model (another ``kind``) is trained as it is: nasconv cannot shrink it.
     """
+    if getattr(arch, "kind", None) is not None:
+        return arch
     if small_stem and arch.stem == "imagenet":
         arch = replace(arch, stem="small", stem_width=max(8, int(arch.stem_width * width_factor)))
     stages = list(arch.stages)
@@ -259,8 +265,10 @@ def train_candidate(arch: ArchSpec, ds: Dataset, cfg: TrainConfig, *,
                 checked, loss_value = step, read[-1]
             if progress is not None:
                 progress(step, total, loss_value)
-    accuracy, val_loss = evaluate_accuracy(model, x_val, y_val, device=dev, precision=precision,
-                                           channels_last=cfg.channels_last, step_guard=step_guard)
+    class_correct, val_loss = evaluate_by_class(model, x_val, y_val, ds.num_classes, device=dev, precision=precision,
+                                                channels_last=cfg.channels_last, step_guard=step_guard)
+    accuracy = sum(class_correct) / len(x_val)
+    class_total = tuple(int(v) for v in torch.bincount(y_val, minlength=ds.num_classes).tolist())
     elapsed = time.perf_counter() - t0
     if not math.isfinite(val_loss):
         return TrainResult(0.0, val_loss, loss_value, step, elapsed, True, step, cost.params, cost.macs,
@@ -271,7 +279,8 @@ def train_candidate(arch: ArchSpec, ds: Dataset, cfg: TrainConfig, *,
             t.data = t.data.contiguous()  # the ordinary layout for export
     kept = model if keep_model else None
     return TrainResult(accuracy, val_loss, loss_value, step, elapsed, False, None, cost.params, cost.macs,
-                       kept, val_images=len(x_val), precision=precision)
+                       kept, val_images=len(x_val), precision=precision, class_correct=tuple(class_correct),
+                       class_total=class_total)
 
 
 @torch.inference_mode()
@@ -279,12 +288,23 @@ def evaluate_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, bat
                       device: str | torch.device = "cpu", precision: str = "fp32", channels_last: bool = False,
                       step_guard: Callable[[], ContextManager[Any]] | None = None) -> tuple[float, float]:
     """Accuracy and mean cross-entropy of ``model`` on ``x``, ``y``, read from the device once."""
+    num_classes = int(y.max()) + 1 if len(y) else 1
+    correct, loss = evaluate_by_class(model, x, y, num_classes, batch_size=batch_size, device=device,
+                                      precision=precision, channels_last=channels_last, step_guard=step_guard)
+    return sum(correct) / len(x), loss
+
+
+@torch.inference_mode()
+def evaluate_by_class(model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int, *, batch_size: int = 500,
+                      device: str | torch.device = "cpu", precision: str = "fp32", channels_last: bool = False,
+                      step_guard: Callable[[], ContextManager[Any]] | None = None) -> tuple[list[int], float]:
+    """Per class, how many of ``x`` ``model`` predicts right, and the mean cross-entropy."""
     dev = torch.device(device)
     guard = step_guard or contextlib.nullcontext
     if dev.type == "cuda":
         x, y = x.pin_memory(), y.pin_memory()  # slices of a pinned tensor copy without blocking
     model.eval()
-    correct = torch.zeros((), dtype=torch.int64, device=dev)
+    correct = torch.zeros(num_classes, dtype=torch.int64, device=dev)
     loss_sum = torch.zeros((), dtype=torch.float64, device=dev)  # as a Python float summed them before
     for i in range(0, len(x), batch_size):
         xb, yb = x[i:i + batch_size].to(dev, non_blocking=True), y[i:i + batch_size].to(dev, non_blocking=True)
@@ -294,8 +314,8 @@ def evaluate_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, bat
             with autocast(precision, dev):
                 logits = model(xb)
             loss_sum += F.cross_entropy(logits.float(), yb, reduction="sum").double()
-            correct += (logits.argmax(1) == yb).sum()
-    return int(correct) / len(x), float(loss_sum) / len(x)
+            correct += torch.bincount(yb[logits.argmax(1) == yb], minlength=num_classes)
+    return [int(v) for v in correct.tolist()], float(loss_sum) / len(x)
 
 
 def _to_channels_last(model: nn.Module) -> None:

@@ -103,7 +103,7 @@ CASES: dict[str, tuple[list[str], int, str, dict]] = {
     "expansion-0": (["evaluate", "--space", "e.yaml", "--data", "synthetic", "--proxy", "synflow", "--no-latency",
                      "--json"], 1, "expansion", {"e.yaml": _resnet20(block="bottleneck", expansion=0)}),
     "billion-laughs": (["space", "show", "lol.yaml"], 1, "aliases", {"lol.yaml": None}),
-    "latency-batch": (["evaluate", "--space", "resnet20", "--latency-batch", "1000000"], 2, "latency batch", {}),
+    "latency-batch": (["evaluate", "--space", "resnet20", "--latency-batch", "1000000"], 2, "--latency-batch", {}),
     "train-resolution": (["evaluate", "--space", "resnet20", "--resolution", "100000"], 2, "resolution", {}),
     "cost-resolution-0": (["cost", "--space", "resnet20", "--resolution", "0"], 2, "--resolution", {}),
     "cost-resolution-negative": (["cost", "--space", "resnet20", "--resolution=-5"], 2, "--resolution", {}),
@@ -265,10 +265,10 @@ def test_billion_laughs_is_refused_at_once(tmp_path):
     import time
 
     (tmp_path / "lol.yaml").write_text(LAUGHS)
-    t0 = time.perf_counter()
+    t0 = time.process_time()  # CPU time: a busy machine does not count, an expansion would
     with pytest.raises(SpaceError, match=f"more than {MAX_YAML_NODES:,} YAML nodes"):
         load_space(str(tmp_path / "lol.yaml"))
-    assert time.perf_counter() - t0 < 10
+    assert time.process_time() - t0 < 10
 
 
 def test_a_huge_hyperparameter_grid_is_refused_before_it_is_enumerated(tmp_path):
@@ -291,12 +291,12 @@ def test_a_space_of_a_trillion_architectures_is_counted_and_bounded_at_once(tmp_
 
     data = _resnet20(choices=["standard", {"op": "gc", "groups": [2, 4, 8, 16]}],
                      stages=[{"depth": {"choices": list(range(1, 21))}, "width": 64, "stride": 1}] * 6)
-    t0 = time.perf_counter()
+    t0 = time.process_time()  # CPU time: a busy machine does not count, an enumeration would
     s = load_space(str(_write(tmp_path / "t.yaml", data)))
     summary = s.summary()
     assert summary["architectures"] == 100**6
     assert summary["min_macs"] < summary["max_macs"]
-    assert time.perf_counter() - t0 < 60
+    assert time.process_time() - t0 < 60
 
 
 def test_json_output_is_strict(capsys):

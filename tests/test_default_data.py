@@ -4,6 +4,7 @@ that their latency was timed with the device to themselves."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -59,7 +60,10 @@ def test_without_data_a_new_study_says_and_stamps_its_choice_and_a_resumed_one_k
 
     named = _search(storage, "--study", "e", "--data", "synthetic:200", "--json")
     assert named.returncode == 0, named.stderr
-    assert "data:" not in named.stdout + named.stderr
+    # --json: stdout is the result alone; it says what was read (#34), and no choice was made
+    read = json.loads(named.stdout)["data"]
+    assert read["num_classes"] == 10 and read["line"].startswith("data: synthetic:200: 10 classes")
+    assert "data:" not in named.stderr
     assert "data_choice" not in optuna.load_study(study_name="e", storage=storage).user_attrs
 
 

@@ -252,7 +252,7 @@ def test_a_corrupted_database_is_one_line(long_study, tmp_path, capsys):
 def test_dashboard_port_in_use_and_invalid_port(long_study, capsys):
     pytest.importorskip("optuna_dashboard")
     code, _, err = _cli(["dashboard", "--storage", long_study["url"], "--port", "99999"], capsys)
-    assert code == 2 and "0..65535" in _one_line(err)
+    assert code == 2 and "[0, 65535]" in _one_line(err)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         s.listen()

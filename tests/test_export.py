@@ -35,6 +35,7 @@ from nasconv.export import (
 )
 from nasconv.flops import measure_cost
 from nasconv.ops import get_op, list_ops, set_temperature
+from nasconv.outputs import OutputError
 from nasconv.spaces import list_spaces, load_space
 from nasconv.storage.weights import save_weights, weights_path
 from nasconv.train import reduced_copy
@@ -341,7 +342,7 @@ def test_existing_files_are_refused_without_force(tmp_path):
     model = build_model(_tiny_arch())
     export_model(model, tmp_path, "m")
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
-    with pytest.raises(ExportError, match=r"m\.(py|json|pt)'?.* exists; pass --force"):
+    with pytest.raises(OutputError, match=r"m\.(py|json|pt)'?.* exists; pass --force"):
         export_model(build_model(_op_arch("gc", "basic")), tmp_path, "m")
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
     export_model(build_model(_op_arch("gc", "basic")), tmp_path, "m", weights=False, force=True)
@@ -445,7 +446,7 @@ def test_cli_existing_output_is_refused_then_forced(tmp_path, capsys):
     (["--study", "s", "--space", "resnet20", "--out", "o"], 2, "give --study NAME"),
     (["--study", "s", "--out", "o"], 2, "--study needs one of"),
     (["--study", "s", "--trial", "1", "--pareto", "--out", "o"], 2, "not allowed with"),
-    (["--study", "s", "--trial", "-1", "--out", "o"], 2, "--trial must be >= 0"),
+    (["--study", "s", "--trial", "-1", "--out", "o"], 2, "--trial: must be an integer in [0,"),
     (["--study", "s", "--arch", "baseline", "--trial", "0", "--out", "o"], 2, "--arch goes with --space"),
     (["--study", "s", "--best", "speed", "--out", "o"], 2, "invalid choice"),
     (["--space", "resnet20", "--out", "o"], 2, "--space needs --arch"),

@@ -54,7 +54,6 @@ def test_sigkill_then_rerun_resumes(search_cli, tmp_path, point):
     # trial is RUNNING. Killed after the tell: nothing is.
     assert len(running) == (1 if name in ("after_ask", "during_eval", "before_tell") else 0)
 
-    t0 = time.monotonic()
     second = search_cli.run(storage, trials)
     assert second.returncode == 0, second.stderr
     info = search_cli.check(storage, trials)
@@ -65,8 +64,10 @@ def test_sigkill_then_rerun_resumes(search_cli, tmp_path, point):
         # period), with the reason, and its parameters asked again.
         victim = study.trials[running[0].number]
         assert victim.state == TrialState.FAIL
+        # "died" with the pid is the at-once path (the pid checked dead on this host); a trial
+        # failed after the grace period says "sent no heartbeat" instead (nasconv.search.liveness)
         assert "died" in victim.user_attrs["fail_reason"] and str(crashed_pid) in victim.user_attrs["fail_reason"]
-        assert time.monotonic() - t0 < nasconv_storage.GRACE_PERIOD_S + 60
+        assert "no heartbeat" not in victim.user_attrs["fail_reason"]
         if victim.params:
             again = [t for t in study.trials if t.number > victim.number and t.params == victim.params]
             assert again and again[0].state == TrialState.COMPLETE

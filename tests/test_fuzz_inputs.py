@@ -230,11 +230,11 @@ def _with(path: tuple, value: Any, base: str = "resnet50") -> dict[str, Any]:
     (None, "must be text, got NoneType"),
 ])
 def test_hostile_architecture_json_is_refused(text, match):
-    start = time.perf_counter()
+    start = time.process_time()  # CPU time: a busy machine does not count
     with pytest.raises(SpaceError, match=match) as info:
         ArchSpec.from_json(text)
     _refused_on_one_line(info.value)
-    assert time.perf_counter() - start < 2
+    assert time.process_time() - start < 2
 
 
 def test_unknown_keys_are_ignored_as_before():
@@ -316,9 +316,9 @@ def test_budget_counts_in_range_round_trip(n, unit):
 
 def test_many_parts_are_refused_quickly():
     for text in (",".join(["4gflops"] * 10_000), ",".join([""] * 10_000), "1" * 10**6 + "gflops"):
-        start = time.perf_counter()
+        start = time.process_time()  # CPU time: a busy machine does not count
         with pytest.raises(NasconvError) as info:
             parse_budget(text)
         _refused_on_one_line(info.value)
-        assert time.perf_counter() - start < 1
+        assert time.process_time() - start < 1
     assert math.isfinite(parse_budget("1000000tflops").macs)

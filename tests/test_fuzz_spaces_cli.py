@@ -18,6 +18,7 @@ import io
 import json
 import random
 import tempfile
+import time
 import tracemalloc
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
@@ -29,6 +30,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from nasconv.cli import build_parser, main
+from nasconv.cli._common import FloatRange, IntRange
 from nasconv.cost import estimate_cost
 from nasconv.errors import NasconvError
 from nasconv.spaces import SearchSpace, load_space
@@ -46,19 +48,29 @@ def _one_line(exc: NasconvError) -> None:
     assert msg and len(msg.splitlines()) == 1 and len(msg) < 600, repr(msg)
 
 
+#: per space file loaded: peak Python allocations (tracemalloc) and CPU seconds of this process
+#: (a shipped space loads in about 0.1 s: a bound that catches work growing with a value, not a
+#: busy machine)
+LOAD_PEAK_MB = 256
+LOAD_CPU_S = 10.0
+
+
 def check_space_text(text: str) -> SearchSpace | None:
     f = SCRATCH / "fuzz.yaml"
     f.write_text(text)
     tracemalloc.start()
+    cpu = time.process_time()
     try:
         space = load_space(f)
     except NasconvError as exc:
         _one_line(exc)
         return None
     finally:
+        cpu = time.process_time() - cpu
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
-        assert peak < 256 * 2**20, f"loading took {peak / 2**20:.0f} MiB"
+        assert peak < LOAD_PEAK_MB * 2**20, f"loading took {peak / 2**20:.0f} MiB"
+        assert cpu < LOAD_CPU_S, f"loading took {cpu:.1f} s of CPU"
     assert isinstance(space, SearchSpace)
     arch = space.sample(random.Random(0))
     space.check_arch(arch)  # what it samples is in it
@@ -146,8 +158,8 @@ def _flags(command: str) -> list[tuple[str, Any]]:
         for opt in action.option_strings:
             # --measure runs the network (seconds at a large --resolution): real work, not argument handling
             if opt.startswith("--") and opt not in ("--help", "--measure"):
-                kind = None if action.nargs == 0 else INTS if action.type is int else \
-                    FLOATS if action.type is float else VALUES
+                kind = None if action.nargs == 0 else INTS if action.type is int or isinstance(action.type, IntRange) \
+                    else FLOATS if action.type is float or isinstance(action.type, FloatRange) else VALUES
                 out.append((opt, kind))
     return out
 
@@ -209,9 +221,12 @@ def _stop(*args, **kwargs):
 def test_command_lines_end_in_an_exit_code_and_at_most_one_line(monkeypatch, argv):
     import nasconv.evaluate
     import nasconv.search.driver
+    import nasconv.search.estimate
 
     monkeypatch.setattr(nasconv.search.driver, "open_storage", _stop)
     monkeypatch.setattr(nasconv.evaluate, "evaluate", _stop)
+    # the start line's estimate times a real training step: the search's work, a moment early
+    monkeypatch.setattr(nasconv.search.estimate, "measure_train_step", lambda *a, **k: 0.01)
     out, err = io.StringIO(), io.StringIO()
     try:
         with redirect_stdout(out), redirect_stderr(err):

@@ -87,6 +87,7 @@ def test_claims_state_only_resolved_effects(seed):
     for sentence in stated:  # every claim carries its interval; an unresolved side says so
         assert "[" in sentence and "relative to standard" in sentence
     assert "The front uses stage 1: gc; stage 2: standard, tbc" in text
+    assert "the machine's drift between those timings is part of their residual" in text  # said where it applies
     assert text.endswith("Front vs noise: latency: 2 of 2 front members differ.")
 
 
@@ -97,5 +98,6 @@ def test_claims_say_not_resolved_when_nothing_is():
     assert not any(e["resolved"] for e in noise["effects"])
     out = claims(_report({"latency": noise}, front=False))
     assert out["resolved"] == 0 and "No stage x family effect is resolved at 95% with these 60" in out["text"]
+    assert "drift" not in out["text"]  # no latency effect stated: no caveat about one
     few = fit_effects(rows[:1], [1.0], ["standard"] * 4).to_dict() | {"unit": "ms", "better": -1}
     assert "can be estimated: 1 evaluated candidate(s)" in claims(_report({"latency": few}))["text"]

@@ -30,7 +30,7 @@ from nasconv.errors import NasconvError, Terminated
 
 #: the commands, in the order ``nasconv --help`` lists them (module ``nasconv.cli.<name>`` each)
 COMMANDS = ("ops", "space", "cost", "sample", "evaluate", "search", "pareto", "report", "dashboard", "export",
-            "latency")
+            "latency", "doctor", "supernet")
 
 if TYPE_CHECKING:  # at run time TABLE loads on first use (module __getattr__)
     TABLE: dict[str, ModuleType]
@@ -93,7 +93,7 @@ def _join_negative_values(argv: list[str]) -> list[str]:
     with the accepted forms) instead of argparse taking it for an unknown option."""
     out: list[str] = []
     for arg in argv:
-        if out and out[-1] in ("--budget", "--trials", "--workers", "--seed", "--epochs", "--lr") \
+        if out and out[-1] in ("--budget", "--trials", "--workers", "--seed", "--epochs", "--lr", "--time") \
                 and len(arg) > 1 and arg[0] == "-" and (arg[1].isdigit() or arg[1] == "."):
             out[-1] = f"{out[-1]}={arg}"
         else:

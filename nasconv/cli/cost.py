@@ -5,18 +5,22 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from nasconv.cli._common import print_json
+from nasconv.cli._common import int_in, print_json
+from nasconv.cli._task import add_task_args, load_task_arch, task_classes
 from nasconv.errors import UsageError
-from nasconv.spaces import load_arch
 
 
 def add_parser(sub: Any) -> None:
+    from nasconv.spaces import MAX_RESOLUTION
+
     q = sub.add_parser("cost", help="exact params and MACs of an architecture, per stage")
     q.add_argument("--space", required=True, metavar="NAME|PATH")
     q.add_argument("--arch", default="baseline", metavar="FILE.json|baseline")
-    q.add_argument("--resolution", type=int, default=None, help="input size (default: the space's)")
+    q.add_argument("--resolution", type=int_in(1, MAX_RESOLUTION), default=None,
+                   help=f"input size (default: the space's; at most {MAX_RESOLUTION})")
     q.add_argument("--measure", action="store_true", help="also build the model and measure with FlopCounterMode")
     q.add_argument("--json", action="store_true")
+    add_task_args(q)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -26,7 +30,9 @@ def run(args: argparse.Namespace) -> int:
     if args.resolution is not None and not 1 <= args.resolution <= MAX_RESOLUTION:
         raise UsageError(f"--resolution must be in [1, {MAX_RESOLUTION}], got {args.resolution}")
     space = load_space(args.space)
-    arch = load_arch(space, args.arch)
+    arch, note = load_task_arch(space, args.arch, task_classes(args))
+    if note and not args.json:
+        print(note)
     res = arch.resolution if args.resolution is None else args.resolution
     if args.resolution is not None:
         h = stem_size(arch.stem, res, res)[0]
@@ -35,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
         if h < 1:
             raise UsageError(f"--resolution {res} is too small for the {len(arch.stages)} stages of {space.name}")
     cost = estimate_cost(arch, res)
-    out = {"space": space.name, "arch_hash": arch.arch_hash, "resolution": res,
+    out = {"space": space.name, "arch_hash": arch.arch_hash, "resolution": res, "num_classes": arch.num_classes,
            "ops": [s.op.label() for s in arch.stages], **cost.to_dict()}
     if args.measure:
         from nasconv.build import build_model

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from typing import Any, Callable
 
 from nasconv.cli._common import add_eval_args, eval_config, print_json
-from nasconv.spaces import load_arch
+from nasconv.cli._task import load_task_arch
 
 
 def add_parser(sub: Any) -> None:
@@ -33,12 +34,13 @@ def _progress_printer(enabled: bool) -> Callable[[int, int, float], None] | None
 
 
 def run(args: argparse.Namespace) -> int:
+    from nasconv.data import load_dataset
+    from nasconv.data.task import describe_task
     from nasconv.evaluate import evaluate
     from nasconv.profile import resolve_device
     from nasconv.spaces import load_space
 
     space = load_space(args.space)
-    arch = load_arch(space, args.arch)
     why = None
     if args.data is None:
         from nasconv.data import choose_default_data
@@ -48,7 +50,19 @@ def run(args: argparse.Namespace) -> int:
     resolve_device(cfg.device)  # fail before loading data
     if why and not args.json:
         print(f"data: {args.data} ({why}; --data cifar10:DIR names a copy)", flush=True)
+    # what is read, in one line; the head and the metric follow the data (nasconv.data.task)
+    ds = load_dataset(cfg.data, data_dir=cfg.data_dir, seed=cfg.train.seed, cache_dir=cfg.cache_dir,
+                      holdout=cfg.holdout)
+    summary = describe_task(ds, cfg.data, holdout=cfg.holdout,
+                            train_resolution=cfg.train.resolution if cfg.proxy == "train" else None, metric=args.metric)
+    cfg = dataclasses.replace(cfg, metric=summary.metric)
+    arch, note = load_task_arch(space, args.arch, ds.num_classes)
+    info = sys.stderr if args.json else sys.stdout
+    print(summary.line(), file=info, flush=True)
+    for line in summary.warnings() + ([note] if note else []):
+        print(line, file=sys.stderr, flush=True)
     metrics = evaluate(arch, cfg, progress=_progress_printer(not args.json and sys.stderr.isatty()))
+    metrics["data_summary"] = summary.to_dict()
     if args.json:
         print_json(metrics)
         return 0
@@ -56,8 +70,14 @@ def run(args: argparse.Namespace) -> int:
 
     print(f"{space.name} {arch.arch_hash}: {arch.ops_label()}")
     if cfg.proxy == "train":
-        acc = "diverged at step %s" % metrics["diverged_step"] if metrics["diverged"] else f"{metrics['accuracy']:.4f}"
-        print(f"accuracy      {acc}  ({cfg.data}, {metrics['steps']} steps in {metrics['precision']}, "
+        if metrics["diverged"]:
+            acc = "diverged at step %s" % metrics["diverged_step"]
+        else:
+            lo, hi = metrics["accuracy_ci"]
+            acc = (f"{metrics['accuracy']:.4f} +- {metrics['accuracy_se']:.4f} (SE; 95% interval [{lo:.4f}, {hi:.4f}] "
+                   f"on {metrics['val_images']:,} held-out images)")
+        label = "balanced acc." if cfg.metric == "balanced-accuracy" else "accuracy"
+        print(f"{label:<13} {acc}  ({cfg.data}, {metrics['steps']} steps in {metrics['precision']}, "
               f"{metrics['train_time_s']:.1f} s)")
     else:
         print(f"{cfg.proxy:<13} {metrics['score']:.6g}")

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from nasconv.cli._common import print_json
+from nasconv.cli._common import MAX_TRIAL_NUMBER, int_in, print_json, study_name
 from nasconv.errors import UsageError
 from nasconv.spaces import load_arch
 
@@ -23,10 +23,11 @@ def add_parser(sub: Any) -> None:
                     "operators, the network and build()), <name>.json (spec, metrics, provenance, evaluation "
                     "settings) and, when asked, <name>.pt, <name>.torchscript.pt, <name>.onnx.",
         epilog="Load one back with: python -c \"from nasconv.export import load; model = load('DIR/<name>')\"")
-    q.add_argument("--study", default=None, help="study to export from")
+    q.add_argument("--study", type=study_name, default=None, help="study to export from")
     q.add_argument("--storage", default=None, help=f"SQLAlchemy URL of the study (default {DEFAULT_STORAGE})")
     sel = q.add_mutually_exclusive_group()
-    sel.add_argument("--trial", type=int, default=None, metavar="N", help="one trial, by number")
+    sel.add_argument("--trial", type=int_in(0, MAX_TRIAL_NUMBER), default=None, metavar="N",
+                     help="one trial, by number")
     sel.add_argument("--pareto", action="store_true", help="every architecture on the study's Pareto front")
     sel.add_argument("--best", default=None, choices=list(BEST_METRICS), help="the best evaluated, feasible trial "
                      "on one metric")
@@ -37,7 +38,8 @@ def add_parser(sub: Any) -> None:
                    "(search with --keep-weights --full-proxy)")
     q.add_argument("--torchscript", action="store_true", help="also a traced TorchScript model")
     q.add_argument("--onnx", action="store_true", help="also an ONNX model (needs nasconv[onnx])")
-    q.add_argument("--force", action="store_true", help="overwrite existing files of the same names")
+    q.add_argument("--force", action="store_true", help="overwrite existing files of the same names (a symbolic "
+                   "link is replaced itself, its target untouched; a folder, FIFO, socket or device never)")
     q.add_argument("--json", action="store_true", help="list what was written as JSON")
 
 

@@ -8,7 +8,7 @@ import sys
 import time
 from typing import Any
 
-from nasconv.cli._common import print_json
+from nasconv.cli._common import MAX_WORKERS, device_flag, int_in, print_json
 from nasconv.errors import Terminated, UsageError
 
 
@@ -20,15 +20,16 @@ def add_parser(sub: Any) -> None:
     actions.required = True
     p = actions.add_parser("profile", help="measure every distinct block of a space on this device (resumes)")
     _common(p, DEFAULT_STORAGE)
-    p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
-    p.add_argument("--networks", type=int, default=None,
-                   help="whole networks measured to calibrate the block sum (default 10)")
+    p.add_argument("--device", type=device_flag, default="cpu", help="cpu (default), cuda or cuda:N")
+    p.add_argument("--networks", type=int_in(1, 1000), default=None,
+                   help="whole networks measured to calibrate the block sum (default 10, at most 1000)")
     p.add_argument("--recalibrate", action="store_true", help="fit the calibration again even when nothing is new")
     p.add_argument("--quick", action="store_true", help="fewer repeats per block (tests, smoke runs)")
     p.add_argument("--json", action="store_true", help="the report as JSON (no progress bar)")
     r = actions.add_parser("predict", help="predicted latency of an architecture from the device's table")
     _common(r, DEFAULT_STORAGE)
-    r.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N: whose table is read")
+    r.add_argument("--device", type=device_flag, default="cpu", help="cpu (default), cuda or cuda:N: whose table "
+                   "is read")
     r.add_argument("--arch", default="baseline", metavar="FILE.json|baseline")
     r.add_argument("--now", action="store_true",
                    help="time a few of the table's own calibration networks again first and scale the prediction to "
@@ -37,10 +38,14 @@ def add_parser(sub: Any) -> None:
 
 
 def _common(q: argparse.ArgumentParser, default_storage: str) -> None:
+    from nasconv.evaluate import MAX_BATCH
+
     q.add_argument("--space", required=True, metavar="NAME|PATH")
     q.add_argument("--storage", default=default_storage, help=f"SQLAlchemy URL (default {default_storage})")
-    q.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, the cores)")
-    q.add_argument("--batch", type=int, default=1, help="batch size of the measurement (default 1)")
+    q.add_argument("--threads", type=int_in(1, MAX_WORKERS), default=None,
+                   help=f"torch threads (default: torch's, the cores; at most {MAX_WORKERS})")
+    q.add_argument("--batch", type=int_in(1, MAX_BATCH), default=1,
+                   help=f"batch size of the measurement (default 1, at most {MAX_BATCH})")
 
 
 def run(args: argparse.Namespace) -> int:

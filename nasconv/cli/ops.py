@@ -5,14 +5,14 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from nasconv.cli._common import parse_shape, print_json
+from nasconv.cli._common import MAX_KERNEL, int_in, parse_shape, print_json
 from nasconv.errors import NasconvError, UsageError
 
 
 def add_parser(sub: Any) -> None:
     q = sub.add_parser("ops", help="list operators with their cost at one shape")
     q.add_argument("--shape", default="256,256,14,14", help="C_IN,C_OUT,H,W (default: ResNet-50 stage 3)")
-    q.add_argument("--kernel", type=int, default=3)
+    q.add_argument("--kernel", type=int_in(1, MAX_KERNEL), default=3, help=f"odd, at most {MAX_KERNEL} (default 3)")
     q.add_argument("--stride", type=int, default=1, choices=(1, 2))
     q.add_argument("--json", action="store_true", help="machine-readable output")
 

@@ -6,16 +6,19 @@ import argparse
 import random
 from typing import Any
 
-from nasconv.cli._common import BUDGET_HELP, print_json
+from nasconv.cli._common import BUDGET_HELP, MAX_TRIES, SEED_LIMIT, int_in, nonblank, print_json
+from nasconv.cli._task import add_task_args, task_classes, with_classes
 
 
 def add_parser(sub: Any) -> None:
     q = sub.add_parser("sample", help="a random architecture of a space as JSON", epilog=f"--budget: {BUDGET_HELP}.")
     q.add_argument("--space", required=True, metavar="NAME|PATH")
-    q.add_argument("--seed", type=int, default=None)
-    q.add_argument("--budget", default=None, help="only architectures within this budget")
-    q.add_argument("--tries", type=int, default=10000, help=argparse.SUPPRESS)
+    q.add_argument("--seed", type=int_in(0, SEED_LIMIT - 1), default=None,
+                   help=f"in [0, {SEED_LIMIT - 1}] (default: a different architecture each time)")
+    q.add_argument("--budget", type=nonblank, default=None, help="only architectures within this budget")
+    q.add_argument("--tries", type=int_in(1, MAX_TRIES), default=10000, help=argparse.SUPPRESS)
     q.add_argument("--json", action="store_true", help="arch, hash and cost as one object")
+    add_task_args(q)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -24,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     from nasconv.errors import BudgetError
     from nasconv.spaces import load_space
 
-    space = load_space(args.space)
+    space = with_classes(load_space(args.space), task_classes(args))
     budget = parse_budget(args.budget)
     check_feasible(budget, space.cost_bounds(), space.name)
     rng = random.Random(args.seed)

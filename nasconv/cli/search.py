@@ -6,46 +6,71 @@ import argparse
 import dataclasses
 from typing import Any
 
-from nasconv.cli._common import BUDGET_HELP, add_eval_args, eval_config, print_json
+from nasconv.cli._common import (
+    BUDGET_HELP,
+    MAX_ETA,
+    MAX_GPUS_PER_TRIAL,
+    MAX_TRIALS,
+    MAX_WORKERS,
+    add_eval_args,
+    eval_config,
+    float_in,
+    int_in,
+    nonblank,
+    print_json,
+    study_name,
+)
 
 
 def add_parser(sub: Any) -> None:
     from nasconv.search import OBJECTIVES, SAMPLERS
+    from nasconv.search.fidelity import MAX_REPEATS, MAX_RUNGS
     from nasconv.storage import DEFAULT_STORAGE
 
     q = sub.add_parser("search", help="multi-objective search (Optuna) with evaluations on Ray workers",
                        epilog=f"--budget: {BUDGET_HELP}. Running the same command again continues the study.")
     q.add_argument("--space", required=True, metavar="NAME|PATH")
-    q.add_argument("--budget", default=None, help="e.g. 4gflops, 20mparams, 15ms (comma-separated)")
-    q.add_argument("--trials", type=int, default=20, help="evaluated candidates in the study, in total (default 20)")
+    q.add_argument("--budget", type=nonblank, default=None, help="e.g. 4gflops, 20mparams, 15ms (comma-separated)")
+    q.add_argument("--trials", type=int_in(1, MAX_TRIALS), default=20,
+                   help=f"evaluated candidates in the study, in total (default 20, at most {MAX_TRIALS:,})")
     q.add_argument("--sampler", default=None, help=f"{'|'.join(SAMPLERS)} (default: tpe for a new study; a study "
                    "continues with the sampler it began with unless another is named)")
     q.add_argument("--objectives", default="accuracy,latency",
                    help=f"comma-separated, from {', '.join(OBJECTIVES)} (default accuracy,latency)")
     q.add_argument("--storage", default=DEFAULT_STORAGE, help=f"SQLAlchemy URL (default {DEFAULT_STORAGE}); "
                    "postgresql+psycopg://user@host/db for clusters")
-    q.add_argument("--study", default=None, help="study name (default <space>-<budget>)")
-    q.add_argument("--workers", type=int, default=1, help="concurrent evaluations (default 1)")
-    q.add_argument("--cpus-per-worker", type=int, default=None, help="default: this machine's cores / workers")
+    q.add_argument("--study", type=study_name, default=None, help="study name (default <space>-<budget>)")
+    q.add_argument("--workers", type=int_in(1, MAX_WORKERS), default=1,
+                   help=f"concurrent evaluations (default 1, at most {MAX_WORKERS})")
+    q.add_argument("--cpus-per-worker", type=int_in(1, MAX_WORKERS), default=None,
+                   help=f"default: this machine's cores / workers (at most {MAX_WORKERS})")
     q.add_argument("--address", default=None, help="HOST:PORT of a Ray cluster started with `ray start --head`")
-    q.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs per evaluation (fractional allowed); "
-                   "latency is then measured on that GPU")
+    q.add_argument("--gpus-per-trial", type=float_in(0, MAX_GPUS_PER_TRIAL), default=0.0,
+                   help=f"GPUs per evaluation, in [0, {MAX_GPUS_PER_TRIAL:g}] (fractional allowed); latency is then "
+                   "measured on that GPU")
     q.add_argument("--no-baseline", action="store_true", help="do not evaluate the all-standard baseline")
     q.add_argument("--inline", action="store_true", help="evaluate in this process instead of on Ray")
     q.add_argument("--keep-weights", action="store_true", help="keep each trained candidate's weights for "
                    "`nasconv export --weights` (needs --full-proxy: the proxy must train the architecture itself)")
-    q.add_argument("--rungs", type=int, default=1, help="multi-fidelity: rung r trains on eta^r x --train-images "
-                   "images, the top rung validates on the whole held-out split; promising candidates are promoted "
-                   "asynchronously (ASHA) (default 1: flat search)")
-    q.add_argument("--eta", type=float, default=3.0, help="each rung promotes its top 1/eta and trains eta times "
-                   "longer (default 3)")
-    q.add_argument("--repeats", type=int, default=0, help="evaluate the final front's members again with this many "
-                   "further seeds (latency re-measured), so that the front stands on repeated measurements")
+    q.add_argument("--rungs", type=int_in(1, MAX_RUNGS), default=1,
+                   help="multi-fidelity: rung r trains on eta^r x --train-images images, the top rung validates on "
+                   "the whole held-out split; promising candidates are promoted "
+                   f"asynchronously (ASHA) (default 1: flat search; at most {MAX_RUNGS})")
+    q.add_argument("--eta", type=float_in(1, MAX_ETA, low_open=True), default=3.0,
+                   help=f"each rung promotes its top 1/eta and trains eta times longer (default 3; in (1, "
+                   f"{MAX_ETA:g}])")
+    q.add_argument("--repeats", type=int_in(0, MAX_REPEATS), default=0,
+                   help="evaluate the final front's members again with this many further seeds (latency "
+                   f"re-measured), so that the front stands on repeated measurements (at most {MAX_REPEATS})")
     q.add_argument("--latency", default="measure", choices=("measure", "predict", "predict+remeasure"),
                    help="latency objective: measure (default: every trained candidate is timed), predict (from the "
                    "device's table, `nasconv latency profile`; only candidates near a latency budget are timed), "
                    "predict+remeasure (also times the final front). With a table, a latency budget is checked "
                    "on the prediction before anything is trained, in every mode")
+    q.add_argument("--time", default=None, metavar="DURATION", help="wall-clock budget of this run, e.g. 10m, 2h, "
+                   "1h30m: after it no new candidate or promotion starts; what runs may finish within a grace "
+                   "period (the larger of 60 s and 10%% of the budget), else it is failed and queued again as "
+                   "Ctrl-C does. With --trials, whichever comes first; the same command continues the study")
     q.add_argument("--json", action="store_true", help="the result as JSON (no progress output)")
     add_eval_args(q)
 
@@ -75,6 +100,14 @@ def _choose_data(args: argparse.Namespace, space: Any) -> str | None:
         args.precision = (stored.get("train") or {}).get("precision", "fp32")  # stored before bf16: fp32
     if args.train_images is None and (stored.get("train") or {}).get("train_images"):
         args.train_images = stored["train"]["train_images"]  # (a default that changed since keeps its study)
+    if stored:  # the proxy length, metric and held-out split a study was made with (nasconv.search.task)
+        for key in ("epochs", "val_images"):
+            if getattr(args, key) is None and (stored.get("train") or {}).get(key) is not None:
+                setattr(args, key, stored["train"][key])
+        if args.metric is None:
+            args.metric = stored.get("metric", "accuracy")  # stored before --metric: accuracy
+        if args.holdout is None:
+            args.holdout = stored.get("holdout")
     if args.data is not None:
         return None
     if stored.get("data"):
@@ -88,9 +121,11 @@ def _choose_data(args: argparse.Namespace, space: Any) -> str | None:
 
 def run(args: argparse.Namespace) -> int:
     from nasconv.results import front_table, noise_line
-    from nasconv.search import SearchConfig, run_search
+    from nasconv.search import SearchConfig, SearchDriver
+    from nasconv.search.deadline import parse_duration
     from nasconv.spaces import load_space
 
+    time_s = parse_duration(args.time) if args.time is not None else None  # a bad --time: before anything
     space = load_space(args.space)
     data_choice = _choose_data(args, space)
     cfg = SearchConfig(
@@ -100,7 +135,8 @@ def run(args: argparse.Namespace) -> int:
         address=args.address, gpus_per_trial=args.gpus_per_trial, eval=eval_config(args, space),
         evaluate_baseline=not args.no_baseline, runner="inline" if args.inline else "ray",
         progress=not args.json, keep_weights=args.keep_weights, rungs=args.rungs, eta=args.eta,
-        repeats=args.repeats, data_choice=data_choice, latency=args.latency,
+        repeats=args.repeats, data_choice=data_choice, latency=args.latency, time_s=time_s,
+        choose_metric=args.metric is None, size_proxy=args.train_images is None and args.epochs is None,
     )
     if data_choice and not args.json:
         if not cfg.address and not cfg.gpus_per_trial:
@@ -108,7 +144,10 @@ def run(args: argparse.Namespace) -> int:
 
             resolve_device(cfg.eval.device)  # a bad device is the one line, not after the data line
         print(f"data: {args.data} ({data_choice}; --data cifar10:DIR names a copy)", flush=True)
-    res = run_search(cfg)
+    driver = SearchDriver(cfg)  # reads the data and fixes the settings that follow it: then the plan
+    if not args.json:
+        _say_plan(driver.cfg, driver.space)
+    res = driver.run()
     if args.json:
         print_json(dataclasses.asdict(res))
         return 0
@@ -119,6 +158,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"multi-fidelity: {res.promoted} promotion(s) or repeat(s) run by this search; candidates by the highest "
               f"rung reached: {reached}; the front stands at rung {res.rung} of {res.rungs - 1} (lower rungs: "
               "not promoted, not on it)")
+    if res.stopped_on_time:
+        from nasconv.search.deadline import format_duration
+
+        requeued = (f"; {res.requeued} evaluation(s) still running after the grace period failed and queued "
+                    "again") if res.requeued else ""
+        print(f"stopped on time: the --time budget ({format_duration(res.time_s or 0)}) ran out with "
+              f"{res.evaluated} of {args.trials} evaluated{requeued}; the same command continues the study")
     if res.remeasured:
         print(f"latency: {res.remeasured} front member(s) re-measured on this device; {res.remeasured_over_budget} "
               "measured over the budget and left off the front")
@@ -129,3 +175,15 @@ def run(args: argparse.Namespace) -> int:
     print(f"next: nasconv report --study {res.study_name} --out report.html   |   "
           f"nasconv dashboard --study {res.study_name} --storage {res.storage}")
     return 0
+
+
+def _say_plan(cfg: Any, space: Any) -> None:
+    """The start line: what the search will do and roughly how long it takes here (measured)."""
+    from nasconv.budget import parse_budget
+    from nasconv.search import default_study_name
+    from nasconv.search.estimate import plan_search, stored_progress
+
+    done, baseline_done = stored_progress(cfg.storage, cfg.study_name or default_study_name(
+        space, parse_budget(cfg.budget)))
+    print(plan_search(cfg, space, done=done, baseline_done=baseline_done).line(), flush=True)
+    # (a failed measurement ends the command before the search starts, in its one line)

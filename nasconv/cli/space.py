@@ -10,7 +10,7 @@ from nasconv.cli._common import Parser, print_json
 
 def add_parser(sub: Any) -> None:
     q = sub.add_parser("space", help="list or show search spaces")
-    ssub = q.add_subparsers(dest="space_command", metavar="{list,show}", parser_class=Parser)
+    ssub = q.add_subparsers(dest="space_command", metavar="{list,show,from-model}", parser_class=Parser)
     ssub.required = True
     r = ssub.add_parser("list", help="the shipped spaces")
     r.add_argument("--json", action="store_true")
@@ -19,7 +19,16 @@ def add_parser(sub: Any) -> None:
     r.add_argument("--json", action="store_true")
 
 
+    from nasconv.cli import space_from_model
+
+    space_from_model.add_parser(ssub)
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.space_command == "from-model":
+        from nasconv.cli import space_from_model
+
+        return space_from_model.run(args)
     return show(args) if args.space_command == "show" else list_(args)
 
 
@@ -55,8 +64,12 @@ def show(args: argparse.Namespace) -> int:
     from nasconv._table import render_table
 
     print(f"{s['name']}: {s['description']}")
-    print(f"source: {s['source']}; input {s['in_channels']}x{s['resolution']}x{s['resolution']}, "
-          f"{s['num_classes']} classes, stem {s['stem']['type']} ({s['stem']['width']} ch)")
+    if s.get("kind") == "model":  # a user's own model (nasconv space from-model)
+        print(f"source: {s['source']}; model {s['factory']}, input {'x'.join(map(str, s['input']))}, "
+              f"{s['num_classes']} classes; fixed: " + (", ".join(f["name"] for f in s["fixed"]) or "none"))
+    else:
+        print(f"source: {s['source']}; input {s['in_channels']}x{s['resolution']}x{s['resolution']}, "
+              f"{s['num_classes']} classes, stem {s['stem']['type']} ({s['stem']['width']} ch)")
     rows = [[i, st["block"], st["stride"], ",".join(map(str, st["depths"])), ",".join(map(str, st["widths"])),
              len(st["choices"]), " ".join(st["choices"])] for i, st in enumerate(s["stages"])]
     print(render_table(["stage", "block", "stride", "depth", "width", "#ops", "operator choices"], rows,

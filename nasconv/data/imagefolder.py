@@ -1,5 +1,12 @@
 """Image folders: one sub-folder of PNG/JPEG files per class, with or without train/val splits.
 
+Folder names read: ``DIR/train/<class>/`` with ``DIR/val/<class>/`` held out, else
+``DIR/test/<class>/`` held out (architectures are then selected on the test split; ``holdout``
+holds out a fraction of each class of ``train/`` instead and reads neither); without ``train/``,
+``DIR/<class>/`` with a fraction held out per class. Names starting with ``.`` are skipped. Every
+class of ``train/`` needs an image in the held-out folder, which may have no other class, and no
+two class names may be equal after :func:`normalise_class_name`.
+
 A folder is decoded once, in parallel (:mod:`nasconv.data.parallel`), straight into the data
 cache (:mod:`nasconv.data.store`); later loads map that file. The cache entry is keyed by every
 file's path, size and mtime, the stored size and, for a folder without splits, the held-out
@@ -17,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +53,8 @@ class FolderScan:
     #: ``{"train": {class: files}, "val": ...}``; only ``"all"`` when there are no splits
     splits: dict[str, dict[str, list[str]]]
     digest: str
+    #: the folder whose images are held out (``val`` or ``test``), None when a fraction is
+    held_out: str | None = None
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -77,19 +87,31 @@ def _class_dirs(root: Path, split: str, digest: Any) -> dict[str, list[str]]:
     return out
 
 
-def scan_imagefolder(root: Path) -> FolderScan:
-    """The files of image folder ``root``, with ``train/`` and ``val/`` (or ``test/``) or without."""
+def scan_imagefolder(root: Path, *, holdout: bool = False) -> FolderScan:
+    """The files of image folder ``root``: ``train/`` with ``val/`` (else ``test/``) held out, or
+    class folders directly under ``root`` (a fraction held out per class). With ``holdout`` a
+    fraction of ``train/`` is held out and ``val/``/``test/`` are not read."""
     if not root.is_dir():
         raise DataError(f"image folder {root} does not exist")
     root = root.resolve()
     digest = hashlib.sha256(str(root).encode("utf-8", "surrogateescape"))
     val_dir = next((root / n for n in ("val", "test") if (root / n).is_dir()), None)
-    if (root / "train").is_dir() and val_dir is not None:
+    held_out = None
+    if holdout and (root / "train").is_dir():
+        digest.update(b"holdout of train/\n")
+        splits = {"all": _class_dirs(root / "train", "all", digest)}
+    elif (root / "train").is_dir() and val_dir is not None:
+        held_out = val_dir.name
         splits = {"train": _class_dirs(root / "train", "train", digest),
                   "val": _class_dirs(val_dir, "val", digest)}
         unknown = sorted(set(splits["val"]) - set(splits["train"]))
         if unknown:
             raise DataError(f"{val_dir} has classes not in {root / 'train'}: {', '.join(unknown)}")
+        empty = [c for c in splits["train"] if not splits["val"].get(c)]
+        if empty:
+            raise DataError(f"class {empty[0]!r} has no image in the held-out folder {val_dir}"
+                            + (f" ({len(empty)} classes have none)" if len(empty) > 1 else "")
+                            + "; add some, or hold out part of train/ with --holdout FRACTION")
     else:
         splits = {"all": _class_dirs(root, "all", digest)}
     main = splits.get("train", splits.get("all", {}))
@@ -99,7 +121,23 @@ def scan_imagefolder(root: Path) -> FolderScan:
     for name, files in main.items():
         if not files:
             raise DataError(f"class folder {name!r} in {root} has no PNG or JPEG images")
-    return FolderScan(root, splits, digest.hexdigest())
+    _check_distinct(main, root)
+    return FolderScan(root, splits, digest.hexdigest(), held_out)
+
+
+def normalise_class_name(name: str) -> str:
+    """The form two class folder names must not share (``Cat`` and ``cat ``, ``ﬁsh`` and ``fish``):
+    on a case-insensitive file system or in an export's label list they would be one class."""
+    return unicodedata.normalize("NFKC", name).casefold().strip()
+
+
+def _check_distinct(classes: dict[str, list[str]], root: Path) -> None:
+    seen: dict[str, str] = {}
+    for name in classes:
+        other = seen.setdefault(normalise_class_name(name), name)
+        if other != name:
+            raise DataError(f"class folders {other!r} and {name!r} in {root} are the same name after "
+                            "normalisation (case, Unicode form, surrounding spaces); rename one")
 
 
 def stored_size(sizes: Counter[tuple[int, int]], explicit: tuple[int, int] | None) -> tuple[int, int]:
@@ -158,11 +196,11 @@ def _decode(scan: FolderScan, size: tuple[int, int] | None, val_fraction: float,
         if scan.has_val:
             val_mask = np.asarray(is_val, dtype=bool)
             train_idx, val_idx = np.flatnonzero(~val_mask), np.flatnonzero(val_mask)
-            how = "train/val folders"
+            how = f"train/val folders, {scan.held_out}/ held out"
         else:
             tr, va = holdout_split(torch.from_numpy(y), len(classes), val_fraction, seed)
             train_idx, val_idx = tr.numpy(), va.numpy()
-            how = f"held out {val_fraction:g} per class, seed {seed}"
+            how = f"held out {val_fraction:g} of each class, seed {seed}"
         rows = np.empty(len(paths), dtype=np.int64)
         rows[train_idx] = np.arange(len(train_idx))
         rows[val_idx] = len(train_idx) + np.arange(len(val_idx))

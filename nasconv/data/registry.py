@@ -5,8 +5,10 @@
 * ``cifar10``, ``cifar100``: found in ``--data-dir``, ``$NASCONV_DATA`` or the cache, else
   downloaded (see :mod:`nasconv.data.cifar_sources`); ``cifar10:DIR``, ``cifar100:DIR``: from DIR
   (the python version's files, the official tarball, or ``train/`` and ``test/`` image folders).
-* ``imagefolder:DIR``: one sub-folder of PNG/JPEG files per class, with or without
-  ``train/`` and ``val/`` (or ``test/``) splits.
+* ``imagefolder:DIR``: ``DIR/train/<class>/`` images with ``DIR/val/<class>/`` held out (else
+  ``DIR/test/<class>/``: selection then happens on the test split; ``holdout=FRACTION`` holds
+  out part of ``train/`` instead), or ``DIR/<class>/`` images with a fraction held out per class.
+  Folder and file names starting with ``.`` are skipped; images are PNG or JPEG.
 * ``synthetic`` or ``synthetic:N``: random images with a class signal, for smoke tests only.
 
 Everything but ``synthetic`` is decoded once into the data cache (:mod:`nasconv.data.store`) and
@@ -45,6 +47,8 @@ class _Request:
     seed: int
     image_size: int | tuple[int, int] | None
     cache_dir: str | os.PathLike[str] | None = None
+    #: hold out this fraction of an image folder's ``train/`` (its ``val/``/``test/`` unread)
+    holdout: float | None = None
 
     @property
     def cache_root(self) -> str:
@@ -109,10 +113,11 @@ def _check_synthetic(req: _Request) -> None:
 
 def _open_imagefolder(req: _Request) -> Dataset:
     size = parse_size(req.image_size)
-    scan = scan_imagefolder(Path(req.arg).expanduser())
+    scan = scan_imagefolder(Path(req.arg).expanduser(), holdout=req.holdout is not None)
+    fraction = req.val_fraction if req.holdout is None else req.holdout
     key = ("imagefolder", str(scan.root), scan.digest, size,
-           None if scan.has_val else (req.val_fraction, req.seed), req.cache_root)
-    return cached(key, lambda: load_imagefolder(scan, size, req.val_fraction, req.seed, cache_dir=req.cache_dir))
+           None if scan.has_val else (fraction, req.seed), req.cache_root)
+    return cached(key, lambda: load_imagefolder(scan, size, fraction, req.seed, cache_dir=req.cache_dir))
 
 
 def _open_synthetic(req: _Request) -> Dataset:
@@ -144,6 +149,7 @@ def load_dataset(
     seed: int = 0,
     image_size: int | tuple[int, int] | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
+    holdout: float | None = None,
 ) -> Dataset:
     """Load the dataset named by ``spec`` (see the module docstring).
 
@@ -153,25 +159,27 @@ def load_dataset(
     image is stored at; by default, the rule of :mod:`nasconv.data.imagefolder`. ``cache_dir``
     is the data cache's folder (default ``$NASCONV_CACHE_DIR``, else the user cache): the first
     load decodes into it, later ones, in any process, memory-map it. Repeated loads in one
-    process are free.
+    process are free. ``holdout`` (``imagefolder`` only): hold out this fraction of each class
+    of ``train/`` (seed ``seed``) instead of reading ``val/`` or ``test/``.
     """
-    fmt, req = _parse(spec, data_dir, val_fraction, seed, image_size, cache_dir)
+    fmt, req = _parse(spec, data_dir, val_fraction, seed, image_size, cache_dir, holdout)
     return fmt.open(req)
 
 
 def check_spec(spec: str = "fashion-mnist", data_dir: str | os.PathLike[str] | None = None, *,
                image_size: int | tuple[int, int] | None = None,
-               cache_dir: str | os.PathLike[str] | None = None) -> None:
+               cache_dir: str | os.PathLike[str] | None = None, holdout: float | None = None) -> None:
     """Raise what :func:`load_dataset` would for a malformed spec or missing folders and files,
     without reading any image, downloading or decoding (a search checks its data so before it
     writes anything)."""
-    fmt, req = _parse(spec, data_dir, 0.1, 0, image_size, cache_dir)
+    fmt, req = _parse(spec, data_dir, 0.1, 0, image_size, cache_dir, holdout)
     fmt.check(req)
 
 
 def _parse(spec: str, data_dir: str | os.PathLike[str] | None, val_fraction: float, seed: int,
            image_size: int | tuple[int, int] | None,
-           cache_dir: str | os.PathLike[str] | None) -> tuple[_Format, _Request]:
+           cache_dir: str | os.PathLike[str] | None,
+           holdout: float | None = None) -> tuple[_Format, _Request]:
     if not isinstance(spec, str):
         raise UsageError(f"dataset spec must be a string, got {type(spec).__name__}")
     if not 0.0 <= val_fraction < 1.0:
@@ -182,4 +190,9 @@ def _parse(spec: str, data_dir: str | os.PathLike[str] | None, val_fraction: flo
         raise UsageError(f"image_size applies to imagefolder datasets only, not {spec!r}")
     if fmt is None or (fmt.arg == "none" and arg) or (fmt.arg == "required" and not arg):
         raise UnknownNameError("dataset", spec, KNOWN_SPECS)
-    return fmt, _Request(spec, arg, data_dir, val_fraction, seed, image_size, cache_dir)
+    if holdout is not None:
+        if fmt.usage != "imagefolder:DIR":
+            raise UsageError(f"--holdout applies to imagefolder datasets only, not {spec!r}")
+        if not 0.0 < holdout < 1.0:
+            raise UsageError(f"--holdout must be a fraction in (0, 1), got {holdout}")
+    return fmt, _Request(spec, arg, data_dir, val_fraction, seed, image_size, cache_dir, holdout)

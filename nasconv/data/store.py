@@ -181,13 +181,20 @@ class _Entry:
                 raise self.damaged(path, f"{size} bytes, expected {expected}")
         try:
             x = np.load(self.images, mmap_mode="c")
-            y = np.load(self.labels)
         except (OSError, ValueError) as exc:
             raise self.damaged(self.images, str(exc)) from None
+        try:
+            y = np.load(self.labels)  # (a pickled object array is refused: allow_pickle is off)
+        except (OSError, ValueError) as exc:
+            raise self.damaged(self.labels, str(exc)) from None
         if x.dtype != np.uint8 or x.shape != shape:
             raise self.damaged(self.images, f"holds {x.dtype} {x.shape}, expected uint8 {shape}")
         if y.dtype != np.int64 or y.shape != shape[:1]:
             raise self.damaged(self.labels, f"holds {y.dtype} {y.shape}, expected int64 {shape[:1]}")
+        if y.size and (int(y.min()) < 0 or int(y.max()) >= len(classes)):
+            # same size, other bytes: the dataset's own check would not say which file to delete
+            raise self.damaged(self.labels, f"labels in [{int(y.min())}, {int(y.max())}], outside the "
+                                            f"{len(classes)} classes [0, {len(classes)})")
         xt, yt = torch.from_numpy(x), torch.from_numpy(y)
         return Dataset(
             name=str(meta["name"]),

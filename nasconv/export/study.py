@@ -17,6 +17,7 @@ from torch import nn
 
 from nasconv.arch import ArchSpec, OpChoice
 from nasconv.checkpoint import model_from_payload
+from nasconv.data.task import spec_class_count
 from nasconv.errors import StorageError, UsageError
 from nasconv.export.errors import ExportError, one_line
 from nasconv.export.write import ExportItem, check_onnx_available, write_exports
@@ -99,6 +100,11 @@ def export_study(study_name: str, out: str | Path, *, storage: str | None = None
     items = []
     for t in select_trials(study, trial=trial, pareto=pareto, best=best, rungs=rungs):
         arch = ArchSpec.from_dict(t.user_attrs["arch"])
+        trained = _trained_classes(attrs, t)
+        if trained and trained != arch.num_classes:
+            # a study made before the head followed the data: its networks were trained with the
+            # data's classes, and that is the network exported
+            arch = replace(arch, num_classes=trained)
         name = f"{file_stem(study_name)}-trial{t.number}"
         info: dict[str, Any] = {
             "source": {"study": study_name, "trial": t.number, "storage": safe_url(storage),
@@ -134,6 +140,16 @@ def export_study(study_name: str, out: str | Path, *, storage: str | None = None
                                 f"{info['weights']['trained_on']} at {cfg.get('resolution')} px.")
         items.append(item)
     return write_exports(items, out, torchscript=torchscript, onnx=onnx, force=force)
+
+
+def _trained_classes(attrs: dict[str, Any], t: Any) -> int | None:
+    """The class count the trial's network was trained with: recorded with the evaluation, in the
+    study's data record, else read from the data's folder names (nothing decoded)."""
+    n = t.user_attrs.get("data_classes") or (attrs.get("data") or {}).get("num_classes")
+    if n:
+        return int(n)
+    ev = attrs.get("eval_config") or {}
+    return spec_class_count(ev["data"], ev.get("holdout")) if ev.get("data") else None
 
 
 def _load_kept(storage: str, study: str, arch_hash: str) -> dict[str, Any] | None:

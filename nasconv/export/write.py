@@ -6,7 +6,9 @@ metrics, where it came from and the evaluation settings; ``<name>.pt`` the state
 standalone module loads, and optionally a TorchScript trace and an ONNX file. Every export is
 checked before it is committed: the standalone module, loaded with the exported state dict, must
 give nasconv's outputs. Files are written to a temporary folder beside the output folder and
-moved into place at the end; existing files are refused unless ``force``.
+moved into place at the end; existing files are refused unless ``force``, and anything but a
+regular file or a symbolic link (a folder, FIFO, socket, device) always (:mod:`nasconv.outputs`).
+A temporary folder left by an export that was killed is removed by the next export beside it.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from nasconv.errors import NasconvError
 from nasconv.export.errors import ExportError, one_line
 from nasconv.export.fold import FOLDS, export_state_dict, inference_arch
 from nasconv.export.module import generate_source
+from nasconv.outputs import check_replaceable, path_kind, remove_stale_temps, temp_path
 from nasconv.paths import file_stem, os_problem, safe_name
 
 #: version of the ``<name>.json`` layout (its ``format`` field)
@@ -109,6 +112,12 @@ def check_onnx_available() -> None:
 def _write_item(tmp: Path, item: ExportItem, *, torchscript: bool, onnx: bool) -> list[str]:
     """Write one architecture's files into ``tmp``; returns their roles."""
     arch = item.arch
+    if getattr(arch, "kind", None) is not None:  # a candidate of a user's own model
+        from nasconv.export.own_model import write_model_files
+
+        return write_model_files(tmp, item, _paths(tmp, item.name), torchscript=torchscript, onnx=onnx,
+                                 import_source=import_source, write_onnx=_write_onnx, save_bytes=_save_bytes,
+                                 atol=CHECK_ATOL)
     model = item.model if item.model is not None else item.load_model() if item.load_model else None
     if model is None:
         with torch.random.fork_rng(devices=[]):  # leave the caller's random stream alone
@@ -237,9 +246,11 @@ def write_exports(items: list[ExportItem], out: str | Path, *, torchscript: bool
                   force: bool = False) -> list[Path]:
     """Export ``items`` into folder ``out``: all files or none.
 
-    Refuses (:class:`ExportError`) when a file of one of the names exists, unless ``force``,
+    Refuses (:class:`~nasconv.outputs.OutputError`) when a file of one of the names exists, unless ``force``,
     which also removes such files that this export does not write again (a stale ``.pt`` would
-    not fit the new ``.py``).
+    not fit the new ``.py``). A symbolic link of one of the names counts as a file (``force``
+    replaces the link itself, not its target); a folder, FIFO, socket or device of one of the
+    names is never replaced. ``out`` may be a symbolic link to a folder (the files go there).
     """
     out = Path(os.path.abspath(out))  # "." and "a/.." have a real name and parent
     if onnx:
@@ -247,27 +258,35 @@ def write_exports(items: list[ExportItem], out: str | Path, *, torchscript: bool
     names = [it.name for it in items]
     if len(set(names)) != len(names):
         raise ExportError(f"two architectures would be exported under one name: {', '.join(names)}")
-    if out.exists() and not out.is_dir():
-        raise ExportError(f"{out} exists and is not a folder")
-    existing = [p for n in names for p in _paths(out, n).values() if p.exists() or p.is_symlink()]
-    if existing and not force:
-        raise ExportError(f"{existing[0]} exists; pass --force to overwrite")
+    kind = path_kind(out)
+    if kind is not None and not out.is_dir():
+        if kind == "a symbolic link":
+            kind += f" to {path_kind(out.resolve()) or 'nothing'}"
+        raise ExportError(f"cannot export to {out}: it is {kind}, not a folder")
+    existing = _existing(out, names, force) if kind is not None else []
     created = _make_parents(out.parent)
-    tmp = out.parent / f".{out.name}.export-{os.getpid()}-{secrets.token_hex(3)}"
+    remove_stale_temps(out.parent)  # those of exports that were killed (kill -9 skips every clean-up)
+    # A new folder is written beside and renamed into place; files into an existing folder (or the
+    # folder a link names) from a temporary folder inside it, on its file system whatever its parent's
+    home = Path(os.path.realpath(out)) if kind is not None else out
+    if kind is not None:
+        remove_stale_temps(home)
+    tmp = temp_path(home / home.name if kind is not None else out, "export")
     try:
         tmp.mkdir()
         written: list[tuple[str, str]] = []
         for item in items:
             written += [(item.name, role) for role in _write_item(tmp, item, torchscript=torchscript, onnx=onnx)]
         files = [_paths(tmp, n)[role].name for n, role in written]
-        if not out.exists():
+        if path_kind(out) is None:
             os.rename(tmp, out)
         else:
+            existing = _existing(out, names, force)  # again: what is there now, right before replacing
             for p in existing:
                 if p.name not in files:
                     p.unlink()
             for f in files:
-                os.replace(tmp / f, out / f)
+                os.replace(tmp / f, home / f)
             tmp.rmdir()
     except OSError as exc:
         _cleanup(tmp, created)
@@ -276,6 +295,14 @@ def write_exports(items: list[ExportItem], out: str | Path, *, torchscript: bool
         _cleanup(tmp, created)
         raise
     return [out / f for f in files]
+
+
+def _existing(out: Path, names: list[str], force: bool) -> list[Path]:
+    """The files of ``names`` already in ``out``; OutputError unless each may be replaced."""
+    existing = [p for n in names for p in _paths(out, n).values() if path_kind(p) is not None]
+    for p in existing:
+        check_replaceable(p, force=force, what="the export")
+    return existing
 
 
 def _make_parents(folder: Path) -> list[Path]:

@@ -16,6 +16,7 @@ the CLI; never Ray).
 from nasconv.latency.blocks import Part, arch_key_counts, arch_parts, build_part, space_parts
 from nasconv.latency.drift import DRIFT_NETWORKS, DRIFT_TOLERANCE, corrected, drift_factor
 from nasconv.latency.model import Calibration, LatencyModel, LatencyPrediction, fit_calibration, load_model
+from nasconv.latency.paired import PairedTiming, time_interleaved, time_together
 from nasconv.latency.profiler import (
     CALIBRATION_NETWORKS,
     NETWORK_REPEATS,
@@ -42,8 +43,9 @@ from nasconv.latency.table import (
 __all__ = [
     "CALIBRATION_NETWORKS", "DRIFT_NETWORKS", "DRIFT_TOLERANCE", "NETWORK_REPEATS", "NETWORK_ROUNDS", "PART_ROUNDS",
     "PRECISION", "Calibration", "DeviceSetting", "LatencyModel", "LatencyPrediction", "LatencyTable",
-    "LatencyTableError", "Part", "ProfileReport", "Repeats", "arch_key_counts", "arch_parts", "build_part",
+    "LatencyTableError", "PairedTiming", "Part", "ProfileReport", "Repeats", "arch_key_counts", "arch_parts",
+    "build_part",
     "calibration_archs", "corrected", "current_setting", "drift_factor", "fit_calibration", "load_model",
     "measure_network", "network_key", "open_tables", "profile_space", "require_calibration", "round_key",
-    "space_parts",
+    "space_parts", "time_interleaved", "time_together",
 ]

@@ -14,6 +14,7 @@ under a second each for the shipped spaces' CPU networks) per search.
 from __future__ import annotations
 
 import statistics
+from typing import Any
 
 from nasconv.errors import NasconvError
 from nasconv.latency.model import LatencyModel
@@ -27,6 +28,12 @@ DRIFT_REPEATS = Repeats(warmup=3, min_repeats=10, max_repeats=100, target_rel_iq
 DRIFT_TOLERANCE = 0.03
 
 
+def time_network(arch: Any, setting: Any, device: str) -> float:
+    """One careful timing (median ms) of a calibration network now; the one place the drift check
+    reads the clock (tests replace it with known timings)."""
+    return measure_network(arch, setting, device, DRIFT_REPEATS).median_ms
+
+
 def drift_factor(model: LatencyModel, table: LatencyTable, device: str, n: int = DRIFT_NETWORKS) -> float | None:
     """The median of (time now / time stored) over the first ``n`` calibration networks the table
     holds; None when it holds none (a table without whole networks, or made by an older nasconv)."""
@@ -37,7 +44,7 @@ def drift_factor(model: LatencyModel, table: LatencyTable, device: str, n: int =
         except NasconvError:  # not stored (or a corrupt row): another one will do
             continue
         if then > 0:
-            ratios.append(measure_network(a, model.setting, device, DRIFT_REPEATS).median_ms / then)
+            ratios.append(time_network(a, model.setting, device) / then)
         if len(ratios) == n:
             break
     return statistics.median(ratios) if ratios else None

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 import torch
 from sqlalchemy import orm
 
+from nasconv.budget import MAX_LATENCY_MS
 from nasconv.errors import NasconvError
 from nasconv.profile import LatencyResult, device_name, resolve_device
 from nasconv.storage import DEFAULT_STORAGE, NasconvTables, open_storage, safe_url
@@ -23,6 +24,11 @@ from nasconv.storage.tables import LatencyBlockRow, LatencyCalibrationRow
 
 #: the precision latencies are measured in (what the evaluator times: an fp32 forward pass)
 PRECISION = "fp32"
+#: a stored timing above this (the largest latency a budget may name, 11.6 days) is a corrupt row:
+#: read as it is, a sum of such medians overflows (1e308 ms: OverflowError)
+MAX_TIMING_MS = MAX_LATENCY_MS
+#: a stored repeat count above this is a corrupt row
+MAX_REPEATS = 10**9
 
 
 class LatencyTableError(NasconvError):
@@ -81,14 +87,36 @@ def _match(row: type, setting: DeviceSetting) -> list[Any]:
 
 
 def row_problem(row: LatencyBlockRow) -> str | None:
-    """Why a stored row cannot be used (None when it can)."""
+    """Why a stored row cannot be used (None when it can): a timing that is missing, not finite,
+    negative or above :data:`MAX_TIMING_MS`, an interval that does not hold its median, or a
+    repeat count outside [1, :data:`MAX_REPEATS`]."""
     vals = (row.median_ms, row.iqr_ms, row.ci_low_ms, row.ci_high_ms)
-    if any(not isinstance(v, (int, float)) or not math.isfinite(v) for v in vals):
+    if any(not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) for v in vals):
         return f"non-finite values {vals}"
+    if any(abs(v) > MAX_TIMING_MS for v in vals):
+        return f"values {vals} beyond {MAX_TIMING_MS:g} ms"
     if row.median_ms <= 0 or row.iqr_ms < 0 or not row.ci_low_ms <= row.median_ms <= row.ci_high_ms:
         return f"median {row.median_ms!r} ms outside its interval [{row.ci_low_ms!r}, {row.ci_high_ms!r}] or not > 0"
-    if not isinstance(row.repeats, int) or row.repeats < 1:
+    if not isinstance(row.repeats, int) or isinstance(row.repeats, bool) or not 1 <= row.repeats <= MAX_REPEATS:
         return f"repeats {row.repeats!r}"
+    return None
+
+
+def _out_of_bounds(x: Any) -> Any:
+    """The first number in a stored calibration (nested lists and dicts) that is not finite or
+    beyond +-:data:`MAX_TIMING_MS` (its timings in ms, its slope and counts all lie well within);
+    None when there is none."""
+    if isinstance(x, dict):
+        x = list(x.values())
+    if isinstance(x, list):
+        for v in x:
+            bad = _out_of_bounds(v)
+            if bad is not None:
+                return bad
+        return None
+    if isinstance(x, (int, float)) and not isinstance(x, bool) and not (
+            math.isfinite(x) and abs(x) <= MAX_TIMING_MS):
+        return x
     return None
 
 
@@ -210,6 +238,9 @@ class LatencyTable:
                 cal = json.loads(row.calibration_json)
                 if not isinstance(cal, dict):
                     raise ValueError("not an object")
+                bad = _out_of_bounds(cal)
+                if bad is not None:
+                    raise ValueError(f"{bad!r} is not a finite number within +-{MAX_TIMING_MS:g}")
             except ValueError as exc:
                 raise LatencyTableError(f"corrupt calibration of space {space!r} in the latency table ({self.url}): "
                                         f"{exc}; `nasconv latency profile --space {space} --recalibrate` "

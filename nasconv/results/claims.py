@@ -35,6 +35,8 @@ def _phrase(name: str, e: dict[str, Any], unit: str) -> str:
 def _unresolved(name: str, e: dict[str, Any] | None, unit: str) -> str:
     if e is None:
         return f"{name} not measured"
+    if e.get("estimate") is None:
+        return f"{name} not identifiable from these candidates"
     what = "accuracy" if name == "accuracy" else name
     return (f"no resolvable {what} {'cost' if name == 'accuracy' else 'change'} "
             f"({_fmt(e['estimate'])} {_interval(e)} {unit})")
@@ -50,8 +52,12 @@ def claims(report: dict[str, Any]) -> dict[str, Any]:
     for name, fit in fits.items():
         for e in fit.get("effects", []):
             cells.setdefault((e["stage"], e["family"]), {})[name] = e
+    confounded: list[tuple[int, str, list[Any]]] = []
     for (stage, family), by_obj in sorted(cells.items()):
         hits = [n for n, e in by_obj.items() if e["resolved"]]
+        if all(e.get("identifiable") is False for e in by_obj.values()):
+            confounded.append((stage, family, next(iter(by_obj.values())).get("confounded_with") or []))
+            continue
         if not hits:
             unresolved += 1
             continue
@@ -66,17 +72,30 @@ def claims(report: dict[str, Any]) -> dict[str, Any]:
     if not fits or all(f.get("reason") for f in fits.values()):
         reason = next((f["reason"] for f in fits.values() if f.get("reason")), "no measured objective")
         sentences.append(f"No stage x family effect can be estimated: {reason}.")
-    elif not resolved:
+    elif not resolved and unresolved:
         sentences.append(f"No stage x family effect is resolved at 95% with these {n} candidates: every interval "
-                         "includes zero; more candidates or a longer proxy are needed to say which convolution "
+                         + ("of the combinations they can tell apart " if confounded else "")
+                         + "includes zero; more candidates or a longer proxy are needed to say which convolution "
                          "to use where.")
     elif unresolved:
         sentences.append(f"The other {unresolved} stage x family combinations tried are not resolved (their 95% "
                          "intervals include zero on every objective).")
+    if any(e["resolved"] for e in (fits.get("latency") or {}).get("effects", [])):
+        sentences.append("Latency effects are fitted over candidates timed one at a time during the search: the "
+                         "machine's drift between those timings is part of their residual, not separated from the "
+                         "operators.")
+    if confounded:
+        stage, family, twins = next(((s, f, w) for s, f, w in confounded if w), confounded[0])
+        example = (f" (e.g. stage {stage + 1}: {family} is confounded with "
+                   + " or ".join(f"stage {s + 1}: {f}" for s, f in twins) + ")") if twins else ""
+        sentences.append(f"{len(confounded)} stage x family combination{'s' if len(confounded) > 1 else ''} cannot be "
+                         f"told apart from others with these candidates{example}: no number is given for "
+                         f"{'them' if len(confounded) > 1 else 'it'}.")
     on_front = eff.get("on_front") or []
     if report.get("front") and on_front:
         sentences.append("The front uses " + "; ".join(f"stage {s + 1}: {', '.join(f) or '-'}"
                                                        for s, f in enumerate(on_front)) + ".")
     if report.get("noise_line"):
         sentences.append(f"Front vs noise: {report['noise_line']}.")
-    return {"sentences": sentences, "resolved": resolved, "unresolved": unresolved, "text": " ".join(sentences)}
+    return {"sentences": sentences, "resolved": resolved, "unresolved": unresolved, "not_identifiable": len(confounded),
+            "text": " ".join(sentences)}

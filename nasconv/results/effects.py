@@ -14,6 +14,14 @@ the marginal likelihood (flat prior on log lambda; sigma^2 profiled out): a Baye
 regression whose intervals include the uncertainty about how large effects are. With many
 candidates per cell it approaches least squares; a cell seen rarely is pulled toward zero and keeps
 a wide interval. An effect is *resolved* when its 95% interval excludes zero.
+
+The prior gives every cell a number, even one the candidates cannot tell apart from others (two
+cells seen only together, in one candidate, get the same estimate and interval: only their sum is
+measured, and the prior splits it). A cell is *identifiable* when its effect is estimable from
+the candidates at hand: its indicator column (after the intercept and covariates are taken out)
+is not a combination of the other cells' columns, i.e. the unit vector of that cell lies in the
+row space of the design matrix. Cells that are not get no estimate and no interval, only the
+cells they are confounded with; they are never resolved.
 """
 
 from __future__ import annotations
@@ -37,14 +45,22 @@ class Effect:
     estimate: float
     low: float
     high: float
+    #: False when the candidates cannot tell this cell apart from others (see the module's doc)
+    identifiable: bool = True
+    #: the cells whose indicator columns are this one's, or its opposite (``(stage, family)``)
+    confounded_with: tuple[tuple[int, str], ...] = ()
 
     @property
     def resolved(self) -> bool:
-        return self.low > 0 or self.high < 0
+        return self.identifiable and (self.low > 0 or self.high < 0)
 
     def to_dict(self) -> dict[str, Any]:
+        if not self.identifiable:
+            return {"stage": self.stage, "family": self.family, "n": self.n, "estimate": None, "ci": None,
+                    "resolved": False, "identifiable": False,
+                    "confounded_with": [[s, f] for s, f in self.confounded_with]}
         return {"stage": self.stage, "family": self.family, "n": self.n, "estimate": self.estimate,
-                "ci": [self.low, self.high], "resolved": self.resolved}
+                "ci": [self.low, self.high], "resolved": self.resolved, "identifiable": True}
 
 
 @dataclass
@@ -147,10 +163,28 @@ def fit_effects(rows: Sequence[Sequence[str]], y: Sequence[float], references: S
     var = w @ (np.array(variances) + m ** 2) - mean ** 2
     sd = np.sqrt(np.clip(var, 0.0, None))
     counts = x.sum(axis=0)
+    known = identifiable_columns(xc)
     fit.effects = [Effect(s, f, int(counts[j]), float(mean[j]), float(mean[j] - Z95 * sd[j]),
-                          float(mean[j] + Z95 * sd[j])) for j, (s, f) in enumerate(columns)]
+                          float(mean[j] + Z95 * sd[j]), bool(known[j]),
+                          () if known[j] else tuple(columns[k] for k in same_columns(xc, j)))
+                   for j, (s, f) in enumerate(columns)]
     fit.residual_sd = float(np.sqrt(w @ np.array(sigma2s)))
     return fit
+
+
+def identifiable_columns(x: np.ndarray, rtol: float = 1e-9) -> np.ndarray:
+    """Per column of ``x``: whether its coefficient is estimable (least squares), i.e. the unit
+    vector of that column lies in the row space of ``x``."""
+    _, sv, vt = np.linalg.svd(x, full_matrices=False)
+    basis = vt[sv > rtol * max(float(sv.max(initial=0.0)), 1e-300)]
+    return 1.0 - np.sum(basis ** 2, axis=0) < 1e-6
+
+
+def same_columns(x: np.ndarray, j: int, rtol: float = 1e-9) -> list[int]:
+    """The other columns of ``x`` equal to column ``j`` or to its opposite (up to rounding)."""
+    scale = rtol * (1.0 + float(np.abs(x).max(initial=0.0)))
+    return [k for k in range(x.shape[1]) if k != j and (np.abs(x[:, k] - x[:, j]).max() < scale
+                                                         or np.abs(x[:, k] + x[:, j]).max() < scale)]
 
 
 def family_counts(rows: Sequence[Sequence[str]], n_stages: int) -> list[dict[str, int]]:

@@ -56,9 +56,13 @@ def effect_panels(effects: dict[str, Any]) -> list[dict[str, Any]]:
         cells = [{"stage": e["stage"], "family": e["family"], "better": fit["better"] * e["estimate"],
                   "resolved": e["resolved"],
                   "text": f"{e['estimate']:+.2g}\n[{e['ci'][0]:.2g}, {e['ci'][1]:.2g}]\nn={e['n']}"}
+                 if e.get("estimate") is not None else
+                 {"stage": e["stage"], "family": e["family"], "better": None, "resolved": False,
+                  "text": f"not\nidentifiable\nn={e['n']}"}
                  for e in fit["effects"]]
         panels.append({"title": f"effect on {name} ({fit['unit']}) relative to the stage's reference; "
-                                f"95% intervals; bold = resolved (excludes 0); blue = better",
+                                f"95% intervals; coloured only where resolved (excludes 0): blue = better; "
+                                f"grey hatched = not resolved",
                        "stages": effects["stages"], "families": effects["families"],
                        "references": effects["references"], "cells": cells})
     return panels
@@ -79,6 +83,10 @@ def _effects_table(effects: dict[str, Any]) -> str:
                     row.append('<span class="muted">reference</span>')
                 elif e is None:
                     row.append('<span class="muted">not estimated</span>')
+                elif e.get("estimate") is None:
+                    twins = ", ".join(f"stage {t[0] + 1} {t[1]}" for t in e.get("confounded_with") or [])
+                    row.append('<span class="muted">not identifiable'
+                               + (f" (confounded with {_e(twins)})" if twins else " from these candidates") + "</span>")
                 else:
                     text = _ci(e["estimate"], e["ci"], "+.3g")
                     row.append(f'<span class="resolved">{text}</span>' if e["resolved"] else text)
@@ -150,8 +158,9 @@ def _importance(imp: dict[str, Any]) -> str:
             out.append(f"<p class=muted>{_e(name)}: {_e(info['reason'])}</p>")
             continue
         rows = [[_e(p["param"]), _ci(p["importance"], p.get("ci"), ".3f")] for p in info["params"]]
-        out.append(f"<p>{_e(name)}: {_e(info['evaluator'])} over {info['n']} candidates; 95% bootstrap "
-                   "intervals</p>" + _table(["parameter", "importance [95%]"], rows))
+        how = info.get("interval") or "95% bootstrap intervals"
+        out.append(f"<p>{_e(name)}: {_e(info['evaluator'])} over {info['n']} candidates; intervals {_e(how)}</p>"
+                   + _table(["parameter", "importance [95%]"], rows))
     return "".join(out)
 
 
@@ -161,7 +170,8 @@ def _settings(st: dict[str, Any]) -> str:
     rows = [["space", st.get("space")], ["budget", st.get("budget")],
             ["objectives", ", ".join(st.get("metric_names") or [])], ["sampler", f"{st.get('sampler')} (seed "
                                                                       f"{st.get('seed')})"],
-            ["data", st.get("data_choice") or st.get("data")], ["proxy", f"{st.get('proxy')}: {train}"],
+            ["data", st.get("data_read") or st.get("data_choice") or st.get("data")],
+            ["metric", st.get("metric") or "accuracy"], ["proxy", f"{st.get('proxy')}: {train}"],
             ["fidelity", f"{fid.get('rungs', 1)} rung(s)" + (f", eta {fid['eta']}" if fid.get("eta") else "")],
             ["latency", f"batch {st['latency'].get('batch')}, resolution "
                         f"{st['latency'].get('resolution') or 'of the space'}"],

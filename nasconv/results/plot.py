@@ -5,18 +5,18 @@ and the stage x family heat map of effects."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
-import os
-import secrets
+import warnings
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import optuna
 from optuna.trial import TrialState
 
 from nasconv.errors import StorageError
-from nasconv.paths import os_problem
+from nasconv.outputs import write_output_file
 from nasconv.results.noise import NOISY
 from nasconv.results.rungs import at_rungs, study_front
 from nasconv.results.summary import baseline_summary, trial_summary, val_images_of
@@ -32,10 +32,42 @@ def _pyplot() -> Any:
     return plt
 
 
-def plot_front(study: optuna.Study, path: str, rows: Sequence[RungResult] = ()) -> None:
+def plot_front(study: optuna.Study, path: str, rows: Sequence[RungResult] = (), *, force: bool = True) -> None:
     """Accuracy vs latency (or the study's first two objectives): all trials, the front (with a
-    multi-fidelity study's ``rows``, at the highest rung reached), the baseline."""
-    save_figure(front_figure(study, rows), path)
+    multi-fidelity study's ``rows``, at the highest rung reached), the baseline. An existing file
+    at ``path`` is replaced only with ``force``, anything but a regular file never
+    (:mod:`nasconv.outputs`)."""
+    save_figure(front_figure(study, rows), path, force=force)
+
+
+@functools.lru_cache(maxsize=1)
+def _font_charmap() -> frozenset[int]:
+    """The code points the default font draws (empty where it cannot be read: nothing is escaped)."""
+    try:
+        from matplotlib.font_manager import FontProperties, findfont
+        from matplotlib.ft2font import FT2Font
+
+        return frozenset(FT2Font(findfont(FontProperties())).get_charmap())
+    except Exception:  # pragma: no cover - a matplotlib without FreeType access
+        return frozenset()
+
+
+def drawable(text: str) -> str:
+    """``text`` as the default font can draw it: a character it has no glyph for (CJK, emoji, a
+    control character) is written as its escape (``\\u6570``) rather than drawn as an empty box."""
+    charmap = _font_charmap()
+    if not charmap:
+        return text
+    return "".join(ch if ord(ch) in charmap and ch.isprintable() else ascii(ch)[1:-1] for ch in text)
+
+
+@contextlib.contextmanager
+def _no_glyph_warnings() -> Iterator[None]:
+    """Matplotlib's missing-glyph warnings, one per character and drawing, are not the user's
+    business: :func:`drawable` already chose what is drawn."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Glyph \d+ .*missing from", category=UserWarning)
+        yield
 
 
 def front_figure(study: optuna.Study, rows: Sequence[RungResult] = ()) -> Any:
@@ -70,10 +102,11 @@ def front_figure(study: optuna.Study, rows: Sequence[RungResult] = ()) -> Any:
     ax.set_xlabel({"latency": "latency (ms)", "macs": "MACs", "params": "parameters"}.get(xo, xo))
     proxy = (study.user_attrs.get("eval_config") or {}).get("proxy", "train")
     ax.set_ylabel(yo if yo != "accuracy" else ("validation accuracy" if proxy == "train" else f"{proxy} score"))
-    ax.set_title(f"{study.study_name}")
+    ax.set_title(drawable(study.study_name), parse_math=False)  # a "$" in a name is not TeX
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
+    with _no_glyph_warnings():
+        fig.tight_layout()
     return fig
 
 
@@ -97,8 +130,10 @@ def hypervolume_figure(history: Sequence[dict[str, Any]], final_ci: Sequence[flo
 
 def effects_figure(panels: Sequence[dict[str, Any]]) -> Any:
     """One heat map per objective: rows = stages, columns = families; colour = effect relative to
-    the stage's reference (blue = better), text = estimate and 95% interval; unresolved effects
-    (interval includes zero) pale, cells without candidates empty."""
+    the stage's reference (blue = better), scaled to the largest resolved one, for resolved effects
+    only; an unresolved (interval includes zero) or unidentifiable cell is pale grey and hatched
+    whatever its estimate (a colour would show a pattern the intervals deny); cells without
+    candidates empty. Text = estimate and 95% interval."""
     plt = _pyplot()
     from matplotlib.colors import TwoSlopeNorm
 
@@ -106,26 +141,42 @@ def effects_figure(panels: Sequence[dict[str, Any]]) -> Any:
                                                          * len(panels)), dpi=110, squeeze=False)
     for ax, panel in zip(axes[:, 0], panels):
         stages, families = panel["stages"], panel["families"]
-        grid = np.full((len(stages), len(families)), np.nan)
-        for cell in panel["cells"]:
-            grid[cell["stage"], families.index(cell["family"])] = cell["better"]
+        grid = resolved_grid(panel)
         bound = float(np.nanmax(np.abs(grid))) if np.isfinite(grid).any() else 1.0
-        ax.imshow(np.where(np.isnan(grid), 0.0, grid), cmap="RdBu", aspect="auto",
+        cmap = plt.get_cmap("RdBu").with_extremes(bad=(1.0, 1.0, 1.0, 0.0))  # not coloured: transparent
+        ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, aspect="auto",
                   norm=TwoSlopeNorm(0.0, -bound or -1.0, bound or 1.0), alpha=0.9)
         for cell in panel["cells"]:
             r, c = cell["stage"], families.index(cell["family"])
             if not cell["resolved"]:
-                ax.add_patch(plt.Rectangle((c - 0.5, r - 0.5), 1, 1, color="white", alpha=0.65, lw=0))
+                ax.add_patch(plt.Rectangle((c - 0.5, r - 0.5), 1, 1, facecolor=UNRESOLVED_FACE, edgecolor="0.8",
+                                           hatch="//", lw=0, gid="unresolved"))
             ax.text(c, r, cell["text"], ha="center", va="center", fontsize=7,
                     fontweight="bold" if cell["resolved"] else "normal")
         for r, ref in enumerate(panel["references"]):
             if ref in families:
                 ax.text(families.index(ref), r, "reference", ha="center", va="center", fontsize=7, color="0.4")
-        ax.set_xticks(range(len(families)), families, fontsize=8)
-        ax.set_yticks(range(len(stages)), stages, fontsize=8)
-        ax.set_title(panel["title"], fontsize=9)
-    fig.tight_layout()
+        ax.set_xticks(range(len(families)), [drawable(f) for f in families], fontsize=8)
+        ax.set_yticks(range(len(stages)), [drawable(s) for s in stages], fontsize=8)
+        ax.set_title(drawable(panel["title"]), fontsize=9, parse_math=False)
+    with _no_glyph_warnings():
+        fig.tight_layout()
     return fig
+
+
+#: the face of a heat-map cell whose effect is not resolved (pale grey, hatched)
+UNRESOLVED_FACE = "0.94"
+
+
+def resolved_grid(panel: dict[str, Any]) -> np.ndarray:
+    """The heat map's colour values: each resolved cell's effect (positive = better), NaN (not
+    coloured) everywhere else."""
+    families = panel["families"]
+    grid = np.full((len(panel["stages"]), len(families)), np.nan)
+    for cell in panel["cells"]:
+        if cell["resolved"] and cell.get("better") is not None:
+            grid[cell["stage"], families.index(cell["family"])] = cell["better"]
+    return grid
 
 
 def figure_bytes(fig: Any, fmt: str) -> bytes:
@@ -133,19 +184,21 @@ def figure_bytes(fig: Any, fmt: str) -> bytes:
     plt = _pyplot()
     buf = io.BytesIO()
     try:
-        fig.savefig(buf, format=fmt)
+        with _no_glyph_warnings():
+            fig.savefig(buf, format=fmt)
     finally:
         plt.close(fig)
     return buf.getvalue()
 
 
-def save_figure(fig: Any, path: str) -> None:
-    """Write the whole file or nothing, in the format its extension names."""
+def save_figure(fig: Any, path: str, *, force: bool = True) -> None:
+    """Write the whole file or nothing, in the format its extension names; an existing file is
+    replaced only with ``force``, anything but a regular file never (:mod:`nasconv.outputs`)."""
     try:
         data = figure_bytes(fig, Path(path).suffix[1:].lower() or "png")
     except ValueError as exc:  # an extension matplotlib has no writer for
         raise StorageError(f"cannot write the plot to {path}: {str(exc).splitlines()[0]}") from None
-    write_whole(Path(path), data, "the plot")
+    write_whole(Path(path), data, "the plot", force=force)
 
 
 #: a summary row's value key -> its 95% interval key (the score of the training proxy is its accuracy)
@@ -162,13 +215,7 @@ def _bars(rows: list[dict], key: str) -> list[list[float]] | None:
     return [[max(v, 0.0) for v in lo], [max(v, 0.0) for v in hi]]
 
 
-def write_whole(path: Path, data: bytes, what: str = "the file") -> None:
-    """The whole file or none: a full disk leaves no truncated file (nor a former one spoilt)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(3)}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise StorageError(f"cannot write {what} to {path}: {os_problem(exc, path.parent)}") from None
+def write_whole(path: Path, data: bytes, what: str = "the file", *, force: bool = True) -> None:
+    """The whole file or none: a full disk leaves no truncated file (nor a former one spoilt);
+    :func:`nasconv.outputs.write_output_file`'s rule for what may be replaced."""
+    write_output_file(path, data, force=force, what=what)

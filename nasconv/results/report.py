@@ -89,6 +89,8 @@ def _settings(study: optuna.Study, candidates: Sequence[optuna.trial.FrozenTrial
     return {"space": a.get("space"), "budget": a.get("budget"), "objectives": a.get("objectives"),
             "metric_names": metric_names(study), "sampler": a.get("sampler"), "seed": a.get("seed"),
             "data": ev.get("data"), "data_choice": a.get("data_choice"), "proxy": ev.get("proxy"),
+            # what the search read (nasconv.data.task), and the metric: studies before them have none
+            "data_read": (a.get("data") or {}).get("line"), "metric": ev.get("metric", "accuracy"),
             "train": {k: train.get(k) for k in ("train_images", "val_images", "epochs", "batch_size", "resolution",
                                                 "max_depth", "width_factor", "precision")},
             "fidelity": a.get("fidelity") or {"rungs": 1},

@@ -57,7 +57,8 @@ def study_summary(study: optuna.Study, tables: NasconvTables) -> dict[str, Any]:
         "hypervolume": snaps[-1].hypervolume if snaps else 0.0,
         "baseline": baseline,
         "front": front,
-        "noise": resolution(front, baseline, study.user_attrs.get("objectives") or []),
+        "noise": resolution(front, baseline, study.user_attrs.get("objectives") or [],
+                            study.user_attrs.get("latency_paired")),
         "fidelity": fidelity,
         # candidates by the highest rung they reached; the front stands at the highest of these
         "per_rung": rung_counts(views) if views else {},

@@ -10,6 +10,7 @@ from typing import Any
 
 from nasconv.errors import NasconvError, UnknownNameError, UsageError
 from nasconv.evaluate import EvalConfig
+from nasconv.search.deadline import check_time_s
 from nasconv.search.fidelity import Fidelity
 from nasconv.storage import DEFAULT_STORAGE
 
@@ -63,6 +64,15 @@ class SearchConfig:
     #: measure | predict | predict+remeasure: where the latency objective comes from (the
     #: per-device table of :mod:`nasconv.latency`; :mod:`nasconv.search.latency_gate`)
     latency: str = "measure"
+    #: choose ``eval.metric`` from the data (balanced accuracy where held-out classes differ by
+    #: more than 2x) and the proxy's length by :func:`nasconv.search.task.proxy_length` (the CLI
+    #: sets both for a new study where the user named neither; :mod:`nasconv.search.task`)
+    choose_metric: bool = False
+    size_proxy: bool = False
+    #: wall-clock budget of this run in seconds (``--time``; :mod:`nasconv.search.deadline`): after
+    #: it nothing new starts; what runs may finish within ``time_grace_s`` (None: the default grace)
+    time_s: float | None = None
+    time_grace_s: float | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "objectives", tuple(self.objectives))
@@ -79,6 +89,10 @@ class SearchConfig:
         for flag, limit in (("max_failures", self.max_failures), ("max_rejections", self.max_rejections)):
             if limit is not None and limit < 0:
                 raise UsageError(f"{flag} must be >= 0, got {limit}")
+        if self.time_s is not None:
+            check_time_s(self.time_s)
+        if self.time_grace_s is not None and not self.time_grace_s >= 0:
+            raise UsageError(f"the grace period after --time must be >= 0 s, got {self.time_grace_s}")
         if self.address is not None and not self.address.strip():
             raise UsageError("--address must be HOST:PORT, got an empty string")
         if self.sampler is not None and self.sampler not in SAMPLERS:
@@ -154,3 +168,12 @@ class SearchResult:
     #: (left off the front)
     remeasured: int = 0
     remeasured_over_budget: int = 0
+    #: what was read (:meth:`nasconv.data.task.TaskSummary.to_dict`; None where the data was not
+    #: read on the driver) and the one-line notes said about it (test split, proxy too short...)
+    data: dict[str, Any] | None = None
+    notes: list[str] = field(default_factory=list)
+    #: ``--time``: the run stopped at its deadline (the study may hold fewer than --trials), its
+    #: budget in seconds, and the in-flight trials failed and queued again when the grace ran out
+    stopped_on_time: bool = False
+    time_s: float | None = None
+    requeued: int = 0

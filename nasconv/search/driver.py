@@ -10,7 +10,9 @@ callbacks (the progress bar is one).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
+import sys
 import time
 from typing import Any, Callable, Sequence
 
@@ -36,6 +38,7 @@ from nasconv.results import (
     trial_summary,
 )
 from nasconv.search.config import SearchConfig, SearchResult, check_address
+from nasconv.search.deadline import Deadline
 from nasconv.search.latency_gate import LatencyGate
 from nasconv.search.liveness import (
     DeferredInterrupt,
@@ -47,14 +50,19 @@ from nasconv.search.liveness import (
     recover,
 )
 from nasconv.search.objectives import reference_point
+from nasconv.search.paired import PAIRED_ATTR, time_front
 from nasconv.search.params import op_params_by_family, ordinal_params
 from nasconv.search.progress import ProgressBar, SearchCallback, SearchStatus
 from nasconv.search.samplers import quiet_optuna
 from nasconv.search.scheduler import RungScheduler, is_rung_key
 from nasconv.search.study import default_study_name, open_study, sampler_name
+from nasconv.search.task import TaskBinding, bind_task, keep_stored_head, proxy_too_short, stamp_task, stored_attrs
 from nasconv.search.trials import TrialFlow
 from nasconv.spaces import load_space
 from nasconv.storage import HEARTBEAT_INTERVAL_S, FrontSnapshot, is_database_locked, locked_error, open_storage
+
+#: how long a driver with nothing to run waits before it looks at the study again (seconds)
+IDLE_WAIT_S = 0.5
 
 
 class SearchDriver(TrialFlow):
@@ -62,9 +70,12 @@ class SearchDriver(TrialFlow):
     through it is :class:`~nasconv.search.trials.TrialFlow`."""
 
     def __init__(self, cfg: SearchConfig, *, evaluator: Callable[..., dict[str, Any]] = evaluate,
-                 runner: Any = None, callbacks: Sequence[SearchCallback] | None = None) -> None:
+                 runner: Any = None, callbacks: Sequence[SearchCallback] | None = None,
+                 clock: Callable[[], float] | None = None) -> None:
         quiet_optuna()
         self.cfg = cfg
+        # --time counts from here (the command's start); ``clock`` is injectable for tests
+        self.deadline = Deadline(cfg.time_s, cfg.time_grace_s, clock=clock)
         self.evaluator = evaluator
         self._runner = runner
         self.space = load_space(cfg.space)
@@ -82,18 +93,35 @@ class SearchDriver(TrialFlow):
         self.callbacks = list(callbacks) if callbacks is not None else ([ProgressBar()] if cfg.progress else [])
         # What the evaluations need, checked before the storage is written: a bad --data or
         # --device would otherwise leave a study of failed trials (or an empty one) behind.
+        self.task: TaskBinding | None = None
+        self.notes: list[str] = []
+        unbound = self.space
         if evaluator is evaluate and (cfg.address is None or cfg.runner == "inline"):
             resolve_device(cfg.eval.device)  # the workers are on this machine
-            check_spec(cfg.eval.data, cfg.eval.data_dir)
+            check_spec(cfg.eval.data, cfg.eval.data_dir, holdout=cfg.eval.holdout)
+            # the data read once here: the head, metric and proxy length follow it (nasconv.search.task)
+            self.task = bind_task(cfg.eval, self.space, choose_metric=cfg.choose_metric, size_proxy=cfg.size_proxy)
+            cfg = self.cfg = dataclasses.replace(cfg, eval=self.task.eval)
+            self.space = self.task.space
             if cfg.rungs > 1:
-                ds = load_dataset(cfg.eval.data, data_dir=cfg.eval.data_dir)
+                ds = load_dataset(cfg.eval.data, data_dir=cfg.eval.data_dir, holdout=cfg.eval.holdout)
                 cfg.fidelity.check_dataset(cfg.eval.train.train_images, len(ds.train_y), cfg.eval.data)
         elif runner is None and cfg.address is not None and cfg.runner == "ray":
             check_address(cfg.address)
         self.storage, self.tables = open_storage(cfg.storage)
         try:
+            if self.task is not None:
+                self.space, note = keep_stored_head(stored_attrs(self.storage, self.study_name), unbound, self.space)
+                self.notes += [note] if note else []
             self.latency = LatencyGate.for_search(cfg, self.space, self.budget, self.tables)
             self.study = open_study(self.storage, self.study_name, cfg, self.space, self.budget)
+            if self.task is not None:
+                self.notes = self.task.summary.warnings() + self.notes
+                stamp_task(self.study, self.task)
+                if cfg.progress:
+                    print(self.task.summary.line(), flush=True)
+                    for note in self.notes:
+                        print(note, file=sys.stderr, flush=True)
             self.hv_ref: list[float] | None = self.study.user_attrs.get("hv_reference")
             self.ordinal = ordinal_params(self.study)
             self.sampler = sampler_name(cfg, self.study.user_attrs)
@@ -213,6 +241,8 @@ class SearchDriver(TrialFlow):
     def run(self) -> SearchResult:
         runner = None
         interrupted = False
+        on_time = False  # stopped by the --time deadline
+        requeued = 0
         baseline = None
         max_fail = self.cfg.max_failures if self.cfg.max_failures is not None else max(10, self.cfg.trials)
         max_rej = self.cfg.max_rejections if self.cfg.max_rejections is not None else max(200, 50 * self.cfg.trials)
@@ -225,6 +255,11 @@ class SearchDriver(TrialFlow):
             self.interrupts.install()  # after Ray's init, which may set its own handlers
             self.heartbeat.start()
             baseline = self._baseline(runner)
+            short = proxy_too_short(baseline, self.task.summary if self.task else None, self.cfg.eval)
+            if short:
+                self.notes.append(short)
+                if self.cfg.progress:
+                    print(short, file=sys.stderr, flush=True)
             evaluated = self.evaluated_count()
             self.counts["rejected"] = sum(1 for t in self._complete_trials()
                                           if t.user_attrs.get("status") == "rejected")
@@ -242,15 +277,18 @@ class SearchDriver(TrialFlow):
                     last_recovery = time.monotonic()
                     with critical():
                         self.recover()
-                # Ask while there is room: never more in flight than workers, nor more trials
-                # waiting than are left to evaluate.
-                while runner.in_flight < runner.capacity:
+                # Ask while there is room: never more in flight than workers, nor more trials in
+                # flight, this driver's and the others', than the study has left to evaluate.
+                idle = False
+                while runner.in_flight < runner.capacity and not self.deadline.passed():
                     with critical():
                         if self._promote_one(runner, evaluated):
                             continue
-                        if evaluated + self._pending() >= self.cfg.trials:
+                        trial, evaluated = self._claim()
+                        if trial is None:
+                            idle = runner.in_flight == 0  # every slot left is another driver's
                             break
-                        outcome = self._ask_one(runner)
+                        outcome = self._ask_one(runner, trial)
                     if outcome == "rejected":
                         rejected_in_a_row += 1
                         if rejected_in_a_row > max_rej:
@@ -263,11 +301,17 @@ class SearchDriver(TrialFlow):
                     if outcome == "cached":
                         evaluated = self._take_evaluated()
                         self._report("cached", evaluated, runner.in_flight)
+                if runner.in_flight == 0 and self.deadline.passed():
+                    on_time = True
+                    break
                 if runner.in_flight == 0 and evaluated >= self.cfg.trials:
                     with critical():
                         if not self._promote_one(runner, evaluated):
                             break
-                done = runner.wait(timeout=0.5)  # an inline evaluation runs here: interruptible
+                with self.deadline.watching():
+                    done = runner.wait(timeout=0.5)  # an inline evaluation runs here: interruptible
+                if idle and not done:
+                    time.sleep(IDLE_WAIT_S)  # for the other drivers' results (or a slot they give back)
                 with critical():
                     for key, metrics, error in done:
                         self._finish(key, metrics, error)
@@ -279,22 +323,30 @@ class SearchDriver(TrialFlow):
                     if self.counts["failed"] > max_fail:
                         raise NasconvError(f"{self.counts['failed']} evaluations failed (more than {max_fail}); "
                                            f"last: {error}")
+                self.deadline.check(runner.in_flight)  # the grace is over: OutOfTime
         except BaseException as caught:
             exc = self.interrupts.identify(caught)
-            interrupted = isinstance(exc, KeyboardInterrupt)
+            on_time = self.deadline.overran(exc)
+            interrupted = isinstance(exc, KeyboardInterrupt) and not on_time
             abandoned = self._pending()
-            self._abandon(runner, f"interrupted ({exc.signame})" if isinstance(exc, Terminated) else
+            promotions = len(self.rungs.running)
+            self._abandon(runner, self.deadline.reason if on_time else
+                          f"interrupted ({exc.signame})" if isinstance(exc, Terminated) else
                           "interrupted (Ctrl-C)" if interrupted else
                           f"the driver stopped: {type(exc).__name__}: {str(exc).strip()[:200]}")
             if isinstance(exc, Terminated):
                 exc.note = (f"{abandoned} in-flight trial(s) failed and queued again; " if abandoned else "") + \
                     "run the same command to continue"
-            if not interrupted and is_database_locked(exc):
-                raise locked_error(self.cfg.storage) from None
-            if exc is not caught:
-                raise exc from None
-            raise
+            if on_time:  # stopped as Ctrl-C stops, then ends as a finished run
+                requeued = abandoned + promotions
+            else:
+                if not interrupted and is_database_locked(exc):
+                    raise locked_error(self.cfg.storage) from None
+                if exc is not caught:
+                    raise exc from None
+                raise
         finally:
+            self.deadline.close()
             mark_gone(self.driver_id)
             self.interrupts.uninstall()
             self.heartbeat.stop.set()
@@ -302,11 +354,13 @@ class SearchDriver(TrialFlow):
                 cb.close()
             if runner is not None and self._runner is None:
                 runner.shutdown()
-            if interrupted:
+            if interrupted or requeued:
                 with contextlib.suppress(Exception):
                     self.snapshot(-1)
             self.tables.dispose()
-        return self.result(baseline, interrupted)
+        res = self.result(baseline, interrupted)
+        res.stopped_on_time, res.time_s, res.requeued = on_time, self.cfg.time_s, requeued
+        return res
 
     def _baseline(self, runner: Any) -> dict[str, Any] | None:
         """The space's all-standard network, evaluated once for reference (it may be over budget)."""
@@ -358,16 +412,22 @@ class SearchDriver(TrialFlow):
             if self.cfg.latency == "predict+remeasure" and not interrupted else (0, 0)
         per_rung = rung_counts(self.rungs.views(self._complete_trials())) if self.fid.tracked else {}
         baseline = fill_intervals(dict(baseline), n_val) if baseline else None
+        # latency differences are judged on the front and the baseline timed together, now
+        paired = (None if interrupted else time_front(self.study, self.cfg, self.space, self.last_front, front,
+                                                      baseline)) or self.study.user_attrs.get(PAIRED_ATTR)
         return SearchResult(
+            data=self.task.summary.to_dict() if self.task else None, notes=list(self.notes),
             study_name=self.study_name, storage=self.cfg.storage, evaluated=self.evaluated_count(),
             failed=self.counts["failed"], rejected=self.counts["rejected"], cached=self.counts["cached"],
             front=front, hypervolume=self.last_hv, baseline=baseline, interrupted=interrupted,
-            noise=resolution(front, baseline, self.cfg.objectives), rung=self.front_rung, rungs=self.fid.rungs,
+            noise=resolution(front, baseline, self.cfg.objectives, paired), rung=self.front_rung, rungs=self.fid.rungs,
             promoted=self.rungs.promoted, per_rung=per_rung, remeasured=remeasured[0],
             remeasured_over_budget=remeasured[1])
 
 
 def run_search(cfg: SearchConfig, *, evaluator: Callable[..., dict[str, Any]] = evaluate,
-               runner: Any = None, callbacks: Sequence[SearchCallback] | None = None) -> SearchResult:
-    """Run (or continue) the study until it holds ``cfg.trials`` evaluated candidates."""
-    return SearchDriver(cfg, evaluator=evaluator, runner=runner, callbacks=callbacks).run()
+               runner: Any = None, callbacks: Sequence[SearchCallback] | None = None,
+               clock: Callable[[], float] | None = None) -> SearchResult:
+    """Run (or continue) the study until it holds ``cfg.trials`` evaluated candidates, or until
+    ``cfg.time_s`` has passed (``clock``: the deadline's, :mod:`nasconv.search.deadline`)."""
+    return SearchDriver(cfg, evaluator=evaluator, runner=runner, callbacks=callbacks, clock=clock).run()

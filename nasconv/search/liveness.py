@@ -16,6 +16,7 @@ from optuna.trial import TrialState
 
 import nasconv._optuna as _optuna
 from nasconv.errors import Terminated
+from nasconv.outputs import pid_alive
 from nasconv.storage import GRACE_PERIOD_S, HEARTBEAT_INTERVAL_S
 
 #: tokens of the drivers running in this process (a notebook may run several in turn)
@@ -35,17 +36,7 @@ def driver_dead(driver: str) -> bool:
         return False
     if int(pid) == os.getpid():
         return token not in _LIVE_DRIVERS
-    return not _pid_alive(int(pid))
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return not pid_alive(int(pid))
 
 
 class Heartbeat(threading.Thread):

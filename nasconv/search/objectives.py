@@ -21,7 +21,8 @@ TRIAL_ATTRS = ("accuracy", "accuracy_se", "accuracy_ci", "val_images", "score", 
                "eval_time_s", "diverged", "diverged_step", "steps", "torch_version", "nasconv_version", "node",
                "node_ip", "ray_node_id", "worker_pid", "worker_span", "gpu_ids", "cuda_visible_devices",
                "simulated_cuda", "settings_key", "latency_source", "latency_predicted_ms", "latency_predicted_ci_ms",
-               "latency_timings_ms")
+               "latency_timings_ms", "metric", "class_recall", "class_images", "plain_accuracy", "plain_accuracy_se",
+               "balanced_accuracy", "balanced_accuracy_se", "data_classes")
 
 
 def metric_names(objectives: Sequence[str], proxy: str = "train") -> list[str]:

@@ -4,9 +4,9 @@ served from the evaluation cache or submitted to the runner, and told when its e
 back; failed (and queued again) when the driver stops first.
 
 The driver's loop (``driver``) decides when to ask, promote and wait; this mixin is what happens
-to each trial. It reads the driver's state (study, storage, tables, heartbeat, latency gate) and
-keeps two maps of its own: ``jobs`` (architecture hash -> the trials waiting for its evaluation)
-and ``job_arch``.
+to each trial, from its claim of one of the study's ``--trials`` slots (atomic across drivers).
+It reads the driver's state (study, storage, tables, heartbeat, latency gate) and keeps two maps
+of its own: ``jobs`` (architecture hash -> the trials waiting for its evaluation) and ``job_arch``.
 """
 
 from __future__ import annotations
@@ -23,11 +23,13 @@ import nasconv._optuna as _optuna
 from nasconv.arch import ArchSpec
 from nasconv.cost import estimate_cost
 from nasconv.faults import fault_point
+from nasconv.results import EVALUATED
 from nasconv.results.notes import save_trial_note, trial_note
-from nasconv.search.liveness import trial_finished
+from nasconv.search.liveness import driver_dead, trial_finished
 from nasconv.search.objectives import TRIAL_ATTRS, objective_values, placeholder_values, set_constraints
 from nasconv.search.params import suggest_arch
 from nasconv.search.samplers import make_sampler
+from nasconv.storage import StudyLock
 from nasconv.storage.weights import adopt_weights, save_weights
 
 
@@ -55,8 +57,39 @@ class TrialFlow:
             seed = int(np.random.SeedSequence([self.cfg.seed, trial_number]).generate_state(1)[0])
             self.study.sampler = make_sampler(self.sampler, seed, len(self.cfg.objectives))
 
-    def _ask_one(self, runner: Any) -> str:
-        trial = self.study.ask()
+    def _claim(self) -> tuple[optuna.trial.Trial | None, int]:
+        """A new trial when the study has room for one (None when not), and how many trials the
+        study holds evaluated.
+
+        ``--trials`` is the study's total over every driver: the room is what its evaluated trials
+        and its trials in flight (this driver's and every other live driver's) leave. Counted and
+        asked under the study's claim lock (:class:`~nasconv.storage.StudyLock`): two drivers that
+        counted before either asked would both take the last slot.
+        """
+        lock = getattr(self, "_claim_lock", None)
+        if lock is None:
+            lock = self._claim_lock = StudyLock(self.tables, self.study_name)
+        fault_point("before_claim", self.driver_id)
+        with lock.held():
+            evaluated, in_flight = self._slots_taken()
+            fault_point("claim_counted", f"{evaluated}+{in_flight}")
+            if evaluated + in_flight >= self.cfg.trials:
+                return None, evaluated
+            return self.study.ask(), evaluated
+
+    def _slots_taken(self) -> tuple[int, int]:
+        """(evaluated trials, trials in flight) of the study, every driver's: a RUNNING trial takes
+        a slot unless its driver is known to have died (recover() fails it and queues its
+        parameters again)."""
+        trials = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
+        evaluated = sum(1 for t in trials if t.state == TrialState.COMPLETE and t.user_attrs.get("status") in EVALUATED)
+        in_flight = sum(1 for t in trials if t.state == TrialState.RUNNING
+                        and not driver_dead(str(t.user_attrs.get("driver", ""))))
+        return evaluated, in_flight
+
+    def _ask_one(self, runner: Any, trial: optuna.trial.Trial) -> str:
+        """Propose ``trial`` (from :meth:`_claim`): rejected, cached, attached to an evaluation
+        under way, or submitted."""
         try:
             return self._propose(runner, trial)
         except Exception as exc:

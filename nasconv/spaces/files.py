@@ -12,6 +12,8 @@ from typing import Any
 import yaml
 
 from nasconv.arch import MAX_JSON_CHARS, ArchSpec
+from nasconv.custom import KIND as MODEL_KIND
+from nasconv.custom import parse_model_space
 from nasconv.errors import SpaceError, UnknownNameError
 from nasconv.spaces.model import SearchSpace, parse_space
 
@@ -133,7 +135,14 @@ def _thaw(x: Any) -> Any:
 
 @functools.lru_cache(maxsize=32)
 def _cached_parse(frozen: Any, source: str) -> SearchSpace:
-    return parse_space(_thaw(frozen), source=source)
+    data = _thaw(frozen)
+    if isinstance(data, dict) and "kind" in data:  # a user's own model (nasconv.custom)
+        if data["kind"] != MODEL_KIND:
+            raise SpaceError(f"{source}: kind: must be {MODEL_KIND!r} (a space made from your own model by "
+                             f"`nasconv space from-model`) or absent (a ResNet space), got {data['kind']!r}")
+        return parse_model_space(data, source=source,  # type: ignore[return-value]
+                                 base_dir=str(Path(source).resolve().parent))
+    return parse_space(data, source=source)
 
 
 def load_arch(space: SearchSpace, arg: str) -> ArchSpec:

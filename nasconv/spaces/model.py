@@ -15,8 +15,10 @@ from typing import Any, Iterable, Mapping
 
 from nasconv.arch import BLOCKS, STEMS, ArchSpec, OpChoice, StageSpec
 from nasconv.cost import block_out_size, estimate_cost, head_cost, stage_cost, stem_cost, stem_size
-from nasconv.errors import HyperparameterError, NasconvError, SpaceError
-from nasconv.ops import get_op, validate_op
+from nasconv.custom.choices import MAX_OP_GRID as MAX_OP_GRID  # re-exported by nasconv.spaces
+from nasconv.custom.choices import parse_op_choices
+from nasconv.errors import HyperparameterError, SpaceError
+from nasconv.ops import validate_op
 
 # Bounds of what a space file may ask for: beyond them a network cannot be built or evaluated
 # on any machine nasconv targets, and a typo (an extra zero or three) should fail at load time,
@@ -28,8 +30,6 @@ MAX_WIDTH = 8192
 MAX_DEPTH = 100
 MAX_STAGES = 64
 MAX_EXPANSION = 16
-#: operator choices one entry of ``choices`` may expand to (the product of its hyperparameter lists)
-MAX_OP_GRID = 4096
 #: (operator, depth, width) combinations of one stage times its input widths: the exact cost
 #: bounds visit each once, so this bounds the time ``space show`` and a search's start take
 MAX_STAGE_WORK = 50_000
@@ -281,7 +281,7 @@ def parse_space(data: Any, *, source: str = "<space>") -> SearchSpace:
         choices_path = f"{p}.choices"
         if choices_data is None:
             raise where.error(choices_path, "no operator choices (give `choices` at the top or per stage)")
-        ops = _parse_choices(choices_data, choices_path, where)
+        ops = parse_op_choices(choices_data, choices_path, where, locate_value_errors=False)
         work = len(ops) * len(depths) * len(widths) * len(prev_widths)
         if work > MAX_STAGE_WORK:
             raise where.error(p, f"{len(ops)} operator choices x {len(depths)} depths x {len(widths)} widths "
@@ -377,38 +377,3 @@ def _grid(value: Any, path: str, where: _Path, *, multipliers: bool, maximum: in
     if default not in choices:
         raise where.error(f"{path}.default", f"{default!r} is not one of the choices {choices}")
     return tuple(dict.fromkeys(choices)), default
-
-
-def _parse_choices(data: Any, path: str, where: _Path) -> tuple[OpChoice, ...]:
-    if not isinstance(data, list) or not data:
-        raise where.error(path, "must be a non-empty list of operators")
-    ops: list[OpChoice] = []
-    for j, item in enumerate(data):
-        p = f"{path}[{j}]"
-        if isinstance(item, str):
-            item = {"op": item}
-        if not isinstance(item, dict) or not isinstance(item.get("op"), str):
-            raise where.error(p, f"must be an operator name or a mapping with `op`, got {item!r}")
-        try:
-            spec = get_op(item["op"])
-        except NasconvError as exc:
-            raise where.error(f"{p}.op", str(exc)) from None
-        grid: dict[str, list[Any]] = {}
-        for key, value in item.items():
-            if key == "op":
-                continue
-            if key not in spec.hyper:
-                raise where.error(f"{p}.{key}", f"unknown hyperparameter of {spec.name}; accepted: "
-                                                f"{', '.join(spec.hyper) or 'none'}")
-            values = value if isinstance(value, list) else [value]
-            if not values:
-                raise where.error(f"{p}.{key}", "empty list of values")
-            grid[key] = values
-        n = math.prod(len(v) for v in grid.values())
-        if n > MAX_OP_GRID:
-            raise where.error(p, f"its hyperparameter lists make {n:,} operator choices, more than {MAX_OP_GRID:,}")
-        for combo in itertools.product(*grid.values()):
-            op = OpChoice.make(spec.name, dict(zip(grid, combo)))
-            if op not in ops:
-                ops.append(op)
-    return tuple(ops)

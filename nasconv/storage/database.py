@@ -268,8 +268,8 @@ def is_database_locked(exc: BaseException) -> bool:
 def locked_error(url: str) -> StorageError:
     return StorageError(
         f"the SQLite database {safe_url(url)} stayed locked by another process for over "
-        f"{SQLITE_TIMEOUT_S} s; SQLite suits one driver per file: for several drivers on one study use "
-        "PostgreSQL (--storage postgresql+psycopg://user@host:5432/db)")
+        f"{SQLITE_TIMEOUT_S} s; SQLite suits a few drivers on one machine: for more, or drivers on several "
+        "machines, use PostgreSQL (--storage postgresql+psycopg://user@host:5432/db)")
 
 
 def _one_line(exc: BaseException) -> str:

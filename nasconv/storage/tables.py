@@ -79,6 +79,14 @@ class RungResultRow(Base):
     created_at: orm.Mapped[dt.datetime] = orm.mapped_column(sa.DateTime)
 
 
+class StudyLockRow(Base):
+    """One row per study on a server database, locked (``SELECT ... FOR UPDATE``) by a driver
+    while it counts the study's trials and asks a new one (:mod:`nasconv.storage.locks`)."""
+
+    __tablename__ = "nasconv_study_locks"
+    study_name: orm.Mapped[str] = orm.mapped_column(sa.String(512), primary_key=True)
+
+
 class StudyAttrRow(Base):
     """A study attribute that the first driver to write it decides (e.g. the hypervolume
     reference point): concurrent drivers read the winner's value instead of overwriting it."""
@@ -269,6 +277,7 @@ class NasconvTables:
             s.execute(sa.delete(FrontSnapshotRow).where(FrontSnapshotRow.study_name == study_name))
             s.execute(sa.delete(StudyAttrRow).where(StudyAttrRow.study_name == study_name))
             s.execute(sa.delete(RungResultRow).where(RungResultRow.study_name == study_name))
+            s.execute(sa.delete(StudyLockRow).where(StudyLockRow.study_name == study_name))
             s.commit()
 
     def cache_size(self) -> int:
@@ -281,7 +290,12 @@ class NasconvTables:
     def claim_rung(self, study_name: str, trial_number: int, rung: int, repeat: int, arch_hash: str,
                    driver: str, *, dead: Callable[[str], bool]) -> bool:
         """Claim one promotion (or repeat) for ``driver``; False when it is done already or held by
-        a driver that is not ``dead`` (a dead driver's claim is taken over)."""
+        a driver that is not ``dead`` (a dead driver's claim is taken over: by one driver only,
+        however many try at once).
+
+        Each step is one atomic statement, on SQLite (where ``FOR UPDATE`` is ignored) as on a
+        server: the insert of a new claim (the primary key lets one of several through), and the
+        take-over, an update conditional on the claim being still the dead driver's."""
         key = (study_name, trial_number, rung, repeat)
         with orm.Session(self.engine) as s:
             s.add(RungResultRow(study_name=study_name, trial_number=trial_number, rung=rung, repeat=repeat,
@@ -291,28 +305,37 @@ class NasconvTables:
                 return True
             except sa.exc.IntegrityError:
                 s.rollback()
-            row = s.get(RungResultRow, key, with_for_update=True)
+            row = s.get(RungResultRow, key)
             if row is None or row.values_json is not None or not (row.claimed_by is None or dead(row.claimed_by)):
                 return False
-            row.claimed_by = driver
+            holder = RungResultRow.claimed_by
+            taken = s.execute(sa.update(RungResultRow).where(
+                *_rung_key(study_name, trial_number, rung, repeat), RungResultRow.values_json.is_(None),
+                holder.is_(None) if row.claimed_by is None else holder == row.claimed_by).values(claimed_by=driver))
             s.commit()
-            return True
+            return taken.rowcount == 1
 
     def record_rung(self, study_name: str, trial_number: int, rung: int, repeat: int, arch_hash: str,
                     values: list[float], metrics: dict[str, Any]) -> bool:
-        """Store a finished promotion or repeat; False (nothing changed) when it was stored already."""
+        """Store a finished promotion or repeat; False (nothing changed) when it was stored already.
+
+        Atomic on SQLite as on a server: the claim becomes the result in one update conditional
+        on it having none yet (of two drivers recording the same one, one gets through)."""
         key = (study_name, trial_number, rung, repeat)
+        result = {"values_json": json.dumps(values), "metrics_json": json.dumps(metrics, sort_keys=True),
+                  "claimed_by": None}
         with orm.Session(self.engine) as s:
-            row = s.get(RungResultRow, key, with_for_update=True)
-            if row is not None and row.values_json is not None:
-                return False
-            if row is None:
-                row = RungResultRow(study_name=study_name, trial_number=trial_number, rung=rung, repeat=repeat,
-                                    arch_hash=arch_hash, created_at=_now())
-                s.add(row)
-            row.values_json = json.dumps(values)
-            row.metrics_json = json.dumps(metrics, sort_keys=True)
-            row.claimed_by = None
+            done = s.execute(sa.update(RungResultRow).where(
+                *_rung_key(study_name, trial_number, rung, repeat), RungResultRow.values_json.is_(None))
+                .values(**result))
+            if done.rowcount == 1:
+                s.commit()
+                return True
+            s.rollback()
+            if s.get(RungResultRow, key) is not None:
+                return False  # recorded already
+            s.add(RungResultRow(study_name=study_name, trial_number=trial_number, rung=rung, repeat=repeat,
+                                arch_hash=arch_hash, created_at=_now(), **result))
             try:
                 s.commit()
             except sa.exc.IntegrityError:  # inserted by another driver in between: theirs holds
@@ -351,6 +374,11 @@ class NasconvTables:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def _rung_key(study_name: str, trial_number: int, rung: int, repeat: int) -> tuple[Any, ...]:
+    c = RungResultRow
+    return c.study_name == study_name, c.trial_number == trial_number, c.rung == rung, c.repeat == repeat
 
 
 def _snapshot(r: Any) -> FrontSnapshot:

@@ -25,7 +25,7 @@ from typing import Any, Mapping
 import torch
 
 from nasconv.errors import StorageError
-from nasconv.paths import file_stem, os_problem, safe_name
+from nasconv.paths import file_stem, os_problem, safe_name, write_atomic
 from nasconv.storage.database import _one_line, parse_url
 
 #: where kept weights go when the storage is not a SQLite file (or to override it)
@@ -35,15 +35,21 @@ WEIGHTS_DIR_ENV = "NASCONV_WEIGHTS_DIR"
 SHARED_DIR = ".by-settings"
 
 
+def dir_beside_storage(storage: str, env: str, name: str) -> Path:
+    """A folder of files that go with ``storage``: ``$<env>``; else ``<name>/`` beside a SQLite
+    database file; else ``studies/<name>`` in the current folder."""
+    if os.environ.get(env):
+        return Path(os.environ[env])
+    url = parse_url(storage)
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        return Path(url.database).expanduser().parent / name
+    return Path("studies") / name
+
+
 def weights_dir(storage: str) -> Path:
     """Where a search on ``storage`` keeps weights: ``$NASCONV_WEIGHTS_DIR``; else ``weights/``
     beside a SQLite database file; else ``studies/weights`` in the current folder."""
-    if os.environ.get(WEIGHTS_DIR_ENV):
-        return Path(os.environ[WEIGHTS_DIR_ENV])
-    url = parse_url(storage)
-    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
-        return Path(url.database).expanduser().parent / "weights"
-    return Path("studies") / "weights"
+    return dir_beside_storage(storage, WEIGHTS_DIR_ENV, "weights")
 
 
 def weights_path(storage: str, study: str, arch_hash: str) -> Path:
@@ -54,21 +60,6 @@ def weights_path(storage: str, study: str, arch_hash: str) -> Path:
 
 def _shared_path(storage: str, settings_key: str, arch_hash: str) -> Path:
     return weights_dir(storage) / SHARED_DIR / safe_name(settings_key) / f"{arch_hash}.pt"
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(3)}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
 
 
 def save_weights(storage: str, study: str, arch_hash: str, payload: Mapping[str, Any], *,
@@ -82,7 +73,7 @@ def save_weights(storage: str, study: str, arch_hash: str, payload: Mapping[str,
     # names such as p/q and p_q) can tell whose it is.
     torch.save({**dict(payload), "study": study, "settings_key": settings_key}, buf)
     try:
-        _write_atomic(path, buf.getvalue())
+        write_atomic(path, buf.getvalue())
     except OSError as exc:
         raise StorageError(f"cannot keep the weights of {arch_hash} for study {study!r}: "
                            f"{os_problem(exc, path.parent)}") from None
