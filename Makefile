@@ -71,6 +71,7 @@ bench: setup
 	$(BIN)/python benchmarks/bf16_budget.py
 	$(BIN)/python benchmarks/latency_isolation.py
 	$(BIN)/python benchmarks/latency_model.py
+	$(BIN)/python benchmarks/report_speed.py
 
 clean:
 	rm -rf $(VENV) *.egg-info site

@@ -3,12 +3,17 @@ and the cost model's identity (analytic params and MACs == FlopCounterMode's) on
 candidates of each, at the examples' full size.
 
     python benchmarks/own_model.py [--candidates 50] [--repeats 3]
+    python benchmarks/own_model.py --effects [--budget 1/3] [--trials 20]   # hours on 2 CPU cores
+    python benchmarks/own_model.py --effects --quick                         # a smoke run, under a minute
 
 ``--effects`` adds the seed papers' setting: VGG-16 for CIFAR on the real CIFAR-10 images, each
 stage alone set to HetConv (P=4) or SPConv (ratio 1/2) against the plain baseline, each trained
 ``--seeds`` times by nasconv's brief-training proxy, with the accuracy difference and its 95%
-interval (Welch, over seeds) beside what the articles claim; then a search at a third of the
-baseline's MACs (``--budget``). On 2 CPU cores one VGG-16 proxy evaluation (8,000 images, one
+interval (Welch, over seeds) beside what the articles claim; then a search of VGG-16's stages at
+about a third of the baseline's MACs (``--budget``: a fraction of the baseline's MACs, or any
+budget nasconv reads, e.g. ``105mmacs``), its front set beside the baseline with intervals.
+``--quick`` runs the same code on VGG-16 at 1/8 width on synthetic data, a few images and trials
+(it shows the wiring works; its figures mean nothing) and writes to a temporary folder. On 2 CPU cores one VGG-16 proxy evaluation (8,000 images, one
 epoch) takes about 2-3 minutes: 5 stages x 2 operators x 3 seeds + 3 baselines = 33 evaluations,
 about 1.5 hours, plus the search (20 trials, about 1 hour). On one H100/H200 (the space's GPU
 proxy: 40,000 images, 20 epochs) about a minute each: some 55 minutes in all.
@@ -96,28 +101,28 @@ def identity(space, n: int, seed: int) -> dict:
 
 def welch(a: list[float], b: list[float]) -> tuple[float, float, float]:
     """Mean difference b - a and its 95% interval (Welch; t quantile for small samples)."""
-    from scipy import stats
+    from nasconv.stats import t975
 
     ma, mb = statistics.mean(a), statistics.mean(b)
     va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
     se = math.sqrt(va + vb)
     dof = (va + vb) ** 2 / ((va ** 2 / (len(a) - 1)) + (vb ** 2 / (len(b) - 1))) if se else 1.0
-    q = stats.t.ppf(0.975, dof) if se else 0.0
+    q = t975(max(1, int(dof))) if se else 0.0  # Welch's dof rounded down: the wider interval
     return mb - ma, mb - ma - q * se, mb - ma + q * se
 
 
-def effects(space, seeds: int, data: str, device: str) -> list[dict]:
+def effects(space, seeds: int, data: str, device: str, stages: int | None = None, **train: int) -> list[dict]:
     """Each stage alone set to HetConv or SPConv, against the baseline, over ``seeds`` trainings."""
     from nasconv.arch import OpChoice
     from nasconv.evaluate import eval_config_for, evaluate
 
     def acc(arch, seed):
-        cfg = eval_config_for(space, data=data, device=device, latency=False, seed=seed)
+        cfg = eval_config_for(space, data=data, device=device, latency=False, seed=seed, **train)
         return evaluate(arch, cfg)["accuracy"]
 
     base = [acc(space.baseline(), s) for s in range(seeds)]
     rows = []
-    for i, st in enumerate(space.stages):
+    for i, st in enumerate(space.stages[:stages]):
         for op in (OpChoice.make("hetconv", {"part": 4}), OpChoice.make("spconv", {"ratio": 0.5})):
             if op not in st.ops:
                 continue
@@ -132,6 +137,35 @@ def effects(space, seeds: int, data: str, device: str) -> list[dict]:
     return rows
 
 
+def effects_search(space, space_file: Path, budget: str, trials: int, data: str, device: str, storage: str,
+                   **train: int) -> dict:
+    """A search of ``space``'s stages (objectives accuracy and MACs) under ``budget``: its front
+    beside the baseline, with each accuracy's standard error."""
+    from nasconv.budget import parse_budget
+    from nasconv.evaluate import eval_config_for
+    from nasconv.search import SearchConfig, run_search
+
+    base_macs = estimate_cost(space.baseline()).macs
+    if budget.replace(".", "", 1).replace("/", "", 1).isdigit():  # a fraction of the baseline's MACs
+        num, _, den = budget.partition("/")
+        budget = f"{int(base_macs * float(num) / float(den or 1))}macs"
+    parse_budget(budget)  # a malformed --budget: one line before hours of training
+    cfg = SearchConfig(space=str(space_file), budget=budget, trials=trials, objectives=("accuracy", "macs"),
+                       storage=storage, runner="inline", progress=False, seed=0,
+                       eval=eval_config_for(space, data=data, device=device, latency=False, **train))
+    t0 = time.perf_counter()
+    res = run_search(cfg)
+    front = [{"ops": " | ".join(s["op"] + (f"({','.join(f'{k}={v}' for k, v in s['hyper'].items())})"
+                                           if s["hyper"] else "") for s in t["arch"]["stages"]),
+              "macs": t["macs"], "macs_vs_baseline": t["macs"] / base_macs, "accuracy": t["accuracy"],
+              "accuracy_se": t.get("accuracy_se")} for t in res.front]
+    base = res.baseline or {}
+    return {"budget": budget, "trials": trials, "evaluated": res.evaluated, "rejected": res.rejected,
+            "failed": res.failed, "study": res.study_name, "storage": storage, "baseline_macs": base_macs,
+            "baseline_accuracy": base.get("accuracy"), "baseline_accuracy_se": base.get("accuracy_se"),
+            "front": front, "seconds": time.perf_counter() - t0}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--candidates", type=int, default=50)
@@ -140,9 +174,23 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--data", default="cifar10")
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--out", default="benchmarks/results")
+    ap.add_argument("--budget", default="1/3", help="the effects search's budget: a fraction of VGG-16's MACs "
+                                                    "(default 1/3) or a nasconv budget (105mmacs)")
+    ap.add_argument("--trials", type=int, default=20, help="trials of the effects search")
+    ap.add_argument("--quick", action="store_true", help="a smoke run (small models, synthetic data, a temp folder)")
+    ap.add_argument("--out", default=None, help="where results go (default benchmarks/results; --quick: a temp dir)")
     args = ap.parse_args()
     torch.set_num_threads(2)
+    tmp = tempfile.TemporaryDirectory()
+    train: dict = {}
+    if args.quick:  # the whole path on small things: VGG-16 at 1/8 width, synthetic images, few of them
+        EXAMPLES.update({"vgg16-cifar": ("examples/vgg.py:vgg16_cifar", {"width": 0.125})})
+        for k in ("mobilenetv2-cifar", "small-unet", "densenet-small"):
+            EXAMPLES.pop(k)
+        args.candidates, args.repeats, args.seeds, args.trials = 3, 1, 2, 2
+        args.data, args.device = "synthetic", "cpu"
+        train = {"train_images": 64, "val_images": 32, "batch_size": 32}
+    out_dir = args.out or (tmp.name if args.quick else "benchmarks/results")
     started = dt.datetime.now(dt.timezone.utc)
     rows = make_spaces(args.repeats)
     for r in rows:
@@ -169,9 +217,8 @@ def main() -> None:
                      f"{idn['analytic_ms_median']:.2f} | {idn['measured_ms_median']:.0f} |")
     if args.effects:
         vgg = next(r["space"] for r in rows if r["example"] == "vgg16-cifar")
-        with tempfile.TemporaryDirectory() as tmp:
-            write_space(vgg, Path(tmp) / "vgg16.yaml")
-            eff = effects(vgg, args.seeds, args.data, args.device)
+        space_file = write_space(vgg, Path(tmp.name) / "vgg16.yaml")
+        eff = effects(vgg, args.seeds, args.data, args.device, 1 if args.quick else None, **train)
         res["effects"] = eff
         lines += ["", f"## VGG-16 on {args.data}: one stage at a time ({args.seeds} seeds each)", "",
                   "| stage | operator | MACs vs baseline | accuracy diff (95% CI) | what the article claims |",
@@ -180,7 +227,22 @@ def main() -> None:
             lines.append(f"| {e['stage']} | {e['op']} | {e['macs'] / e['baseline_macs']:.3f} | "
                          f"{100 * e['diff']:+.2f} pts ({100 * e['ci95'][0]:+.2f}..{100 * e['ci95'][1]:+.2f}) | "
                          f"{CLAIMS[e['op'].split('(')[0]]} |")
-    write_results(args.out, "own_model", "\n".join(lines) + "\n", res)
+        storage = f"sqlite:///{Path(out_dir).resolve() / 'own_model_effects.db'}"
+        srch = effects_search(vgg, space_file, args.budget, args.trials, args.data, args.device, storage, **train)
+        res["effects_search"] = srch
+        bse = srch["baseline_accuracy_se"]
+        lines += ["", f"## VGG-16 on {args.data}: a search of its stages at {srch['budget']} (about "
+                      f"{args.budget} of its {srch['baseline_macs']:,} MACs), {srch['trials']} trials", "",
+                  f"{srch['evaluated']} evaluated, {srch['rejected']} over budget (not trained), {srch['failed']} "
+                  f"failed, {srch['seconds'] / 60:.0f} min; the baseline's accuracy "
+                  + (f"{srch['baseline_accuracy']:.4f} +- {bse:.4f} (SE)" if bse is not None else "not measured")
+                  + f". Report: `nasconv report --storage {storage} --study {srch['study']}`.", "",
+                  "| front member (per stage) | MACs vs baseline | accuracy +- SE |", "|---|---:|---:|"]
+        for f in srch["front"]:
+            se = f"{f['accuracy_se']:.4f}" if f["accuracy_se"] is not None else "?"
+            lines.append(f"| {f['ops']} | {f['macs_vs_baseline']:.3f} | {f['accuracy']:.4f} +- {se} |")
+    write_results(out_dir, "own_model", "\n".join(lines) + "\n", res)
+    tmp.cleanup()
     print("\n".join(lines))
 
 

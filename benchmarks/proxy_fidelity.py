@@ -43,18 +43,20 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from _common import OtherCpu, cpu_model, git_revision
 from _common import write_atomic as _write_atomic
 
+from nasconv import stats as _stats
 from nasconv.cost import estimate_cost
 from nasconv.data import load_dataset
 from nasconv.evaluate import EvalConfig, evaluate
 from nasconv.proxies import ZERO_COST_PROXIES
 from nasconv.spaces import load_space
+from nasconv.stats import BOOTSTRAP_RESAMPLES, bootstrap_rho, kendall_tau_b, rankdata, spearman
 from nasconv.train import TrainConfig, reduced_copy
 
 #: the default proxy first, then the zero-cost ones; every one is compared with REFERENCE
@@ -62,75 +64,9 @@ PROXY_ORDER: tuple[str, ...] = ("train",) + ZERO_COST_PROXIES
 REFERENCE = "reference"
 #: the goal the issue sets for the default proxy
 TARGET_RHO = 0.7
-BOOTSTRAP_RESAMPLES = 2000
 JSON_NAME, MD_NAME = "proxy_fidelity.json", "proxy_fidelity.md"
-
-
-# --- rank statistics (no scipy) -------------------------------------------------------------
-
-
-def rankdata(values: Any) -> np.ndarray:
-    """1-based ranks, ties sharing their average rank (scipy's ``rankdata(method="average")``)."""
-    x = np.asarray(values, dtype=float)
-    order = np.argsort(x, kind="mergesort")
-    ranks = np.empty(len(x), dtype=float)
-    sorted_x = x[order]
-    i = 0
-    while i < len(x):
-        j = i
-        while j + 1 < len(x) and sorted_x[j + 1] == sorted_x[i]:
-            j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2 + 1
-        i = j + 1
-    return ranks
-
-
-def spearman(a: Any, b: Any) -> float:
-    """Pearson correlation of the average ranks; NaN when either side is constant."""
-    ra, rb = rankdata(a), rankdata(b)
-    ra, rb = ra - ra.mean(), rb - rb.mean()
-    denom = math.sqrt(float((ra * ra).sum() * (rb * rb).sum()))
-    return float((ra * rb).sum() / denom) if denom > 0 else float("nan")
-
-
-def kendall_tau_b(a: Any, b: Any) -> float:
-    """Kendall's tau-b (ties corrected); NaN when either side is constant."""
-    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    dx = np.sign(x[:, None] - x[None, :])
-    dy = np.sign(y[:, None] - y[None, :])
-    iu = np.triu_indices(len(x), k=1)
-    dx, dy = dx[iu], dy[iu]
-    s = float((dx * dy).sum())
-    denom = math.sqrt(float((dx != 0).sum()) * float((dy != 0).sum()))
-    return s / denom if denom > 0 else float("nan")
-
-
-def bootstrap_interval(stat: Callable[[np.ndarray], float], n: int, *, resamples: int = BOOTSTRAP_RESAMPLES,
-                       seed: int = 0) -> tuple[float, float]:
-    """2.5% and 97.5% quantiles of ``stat(idx)`` over ``n`` items drawn with replacement (NaN
-    values dropped)."""
-    lo, hi = bootstrap_intervals(lambda i: [stat(i)], n, resamples=resamples, seed=seed)
-    return lo[0], hi[0]
-
-
-def bootstrap_intervals(stat: Callable[[np.ndarray], Sequence[float]], n: int, *,
-                        resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> tuple[list[float], list[float]]:
-    """:func:`bootstrap_interval` of each of the values ``stat(idx)`` returns, from the same draws."""
-    rng = np.random.default_rng(seed)
-    vals = np.array([stat(rng.integers(0, n, n)) for _ in range(resamples)], dtype=float)
-    lo, hi = [], []
-    for col in vals.T:
-        col = col[~np.isnan(col)]
-        q = np.quantile(col, [0.025, 0.975]) if len(col) else (math.nan, math.nan)
-        lo.append(float(q[0]))
-        hi.append(float(q[1]))
-    return lo, hi
-
-
-def bootstrap_rho(a: Any, b: Any, *, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> tuple[float, float]:
-    """2.5% and 97.5% quantiles of Spearman's rho over architectures drawn with replacement."""
-    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    return bootstrap_interval(lambda i: spearman(x[i], y[i]), len(x), resamples=resamples, seed=seed)
+# the rank statistics moved to nasconv.stats; the other benchmarks still import them from here
+bootstrap_interval, bootstrap_intervals = _stats.bootstrap_interval, _stats.bootstrap_intervals
 
 
 def _finite(v: float | None) -> float:

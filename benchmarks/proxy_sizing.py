@@ -12,7 +12,8 @@ folder built from CIFAR-100 (the first 40 classes; class i keeps 60 + 440 * i / 
 
 For each dataset, ``--n`` architectures of the resnet20 space (``space.sample(random.Random(seed))``,
 with the data's class count) are evaluated (``latency=False``), in this order so that a partial
-run is useful: ``default`` (the 10-class default proxy, 8,000 images, 1 epoch), ``reference``
+run is useful (every ``default``, then per architecture its ``reference`` and ``sized`` run):
+``default`` (the 10-class default proxy, 8,000 images, 1 epoch), ``reference``
 (the same settings on 5x its images: 40,000 image passes, validated on the whole held-out split),
 ``sized`` (:func:`proxy_length`; the same as ``default`` on 10 classes, so not run again). Each is
 scored on the metric a search would choose (balanced accuracy where held-out classes differ by
@@ -107,29 +108,31 @@ def run_dataset(name: str, spec: str, args: argparse.Namespace, res: dict[str, A
                  same_as_default=cfgs["sized"].train == cfgs["default"].train)
     print(summary.line(), flush=True)
     other = OtherCpu()
-    for setting in SETTINGS:
-        if setting == "sized" and entry["same_as_default"]:
-            continue
+    # every default first (cheap, the "before" picture), then architecture by architecture its
+    # reference and sized run, so that a run cut short leaves complete triples
+    order = [("default", i) for i in range(len(archs))] + [
+        (s, i) for i in range(len(archs)) for s in SETTINGS[1:] if not (s == "sized" and entry["same_as_default"])]
+    for setting, i in order:
+        arch = archs[i]
         cfg = cfgs[setting]
         key = cfg.settings_key()
-        for i, arch in enumerate(archs):
-            space.check_arch(arch)
-            row = entry["rows"].setdefault(arch.arch_hash, {"index": i, "ops": arch.ops_label(), "results": {}})
-            got = row["results"].get(setting)
-            if got and got.get("settings_key") == key:
-                continue
-            other.lap()
-            t0 = time.perf_counter()
-            m = evaluate(arch, cfg)
-            row["results"][setting] = {
-                k: m.get(k) for k in ("accuracy", "accuracy_se", "plain_accuracy", "steps", "train_time_s",
-                                      "eval_time_s", "settings_key", "diverged")}
-            row["results"][setting].update(wall_s=time.perf_counter() - t0, other_cpu_cores=other.lap(),
-                                           load1=os.getloadavg()[0],
-                                           finished=_dt.datetime.now(_dt.timezone.utc).strftime("%H:%M:%S UTC"))
-            print(f"{name} {setting} {i}: {m['accuracy']:.4f} +- {m['accuracy_se']:.4f} "
-                  f"({m['eval_time_s']:.0f} s)", flush=True)
-            save()
+        space.check_arch(arch)
+        row = entry["rows"].setdefault(arch.arch_hash, {"index": i, "ops": arch.ops_label(), "results": {}})
+        got = row["results"].get(setting)
+        if got and got.get("settings_key") == key:
+            continue
+        other.lap()
+        t0 = time.perf_counter()
+        m = evaluate(arch, cfg)
+        row["results"][setting] = {
+            k: m.get(k) for k in ("accuracy", "accuracy_se", "plain_accuracy", "steps", "train_time_s",
+                                  "eval_time_s", "settings_key", "diverged")}
+        row["results"][setting].update(wall_s=time.perf_counter() - t0, other_cpu_cores=other.lap(),
+                                       load1=os.getloadavg()[0],
+                                       finished=_dt.datetime.now(_dt.timezone.utc).strftime("%H:%M:%S UTC"))
+        print(f"{name} {setting} {i}: {m['accuracy']:.4f} +- {m['accuracy_se']:.4f} "
+              f"({m['eval_time_s']:.0f} s)", flush=True)
+        save()
 
 
 def summarize(entry: dict[str, Any]) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 import numpy as np
 import optuna
 from optuna.study import StudyDirection
-from optuna.trial import FrozenTrial
+from optuna.trial import FrozenTrial, TrialState
 
 
 def trial_id(trial: optuna.trial.BaseTrial) -> int:
@@ -26,6 +26,28 @@ def trial_id(trial: optuna.trial.BaseTrial) -> int:
 def study_id(study: optuna.Study) -> int:
     """The storage's id of a study (``Study._study_id``)."""
     return study._study_id
+
+
+def storage_of(study: optuna.Study) -> optuna.storages.BaseStorage:
+    """The storage a study was loaded from (``Study._storage``), to open another study beside it."""
+    return study._storage
+
+
+def count_trials(storage: optuna.storages.BaseStorage, study_id: int, state: TrialState) -> int:
+    """How many of the study's trials are in ``state``, counted by the database on an RDB storage
+    (one ``COUNT`` over ``optuna.storages._rdb.models.TrialModel``, ``_create_scoped_session``):
+    Optuna's ``get_n_trials`` reads every trial to count them. Other storages: ``get_n_trials``."""
+    backend = getattr(storage, "_backend", storage)
+    if not isinstance(backend, optuna.storages.RDBStorage):
+        return storage.get_n_trials(study_id, state=state)
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+    from sqlalchemy import func, select
+
+    table = models.TrialModel
+    with _create_scoped_session(backend.scoped_session) as session:
+        return int(session.execute(select(func.count(table.trial_id)).where(
+            table.study_id == study_id, table.state == state)).scalar_one())
 
 
 def stale_trial_ids(storage: optuna.storages.BaseStorage, study: optuna.Study) -> set[int]:

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nasconv.errors import UnknownNameError
+from nasconv.errors import UnknownNameError, UsageError
 
 ZERO_COST_PROXIES = ("synflow", "naswot", "grad_norm", "params")
 
@@ -52,6 +52,9 @@ def naswot(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     finally:
         for h in handles:
             h.remove()
+    if not codes:
+        raise UsageError("naswot reads the on/off codes of nn.ReLU modules and this network has none (it calls "
+                         "relu as a function); score it with --proxy grad_norm or train it (--proxy train)")
     c = torch.cat(codes, dim=1)
     k = c @ c.t() + (1 - c) @ (1 - c).t()
     sign, logdet = torch.linalg.slogdet(k)

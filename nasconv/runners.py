@@ -4,7 +4,8 @@ A runner takes ``(key, fn, arch_dict, config_dict)`` jobs and hands back finishe
 ``(key, result_dict | None, error_text | None)``. ``RayRunner`` runs them as Ray tasks (a local
 instance by default, or a cluster via ``address``); system failures (a worker process killed,
 OOM, a lost node) are retried by Ray, errors raised by the evaluation are not. ``InlineRunner``
-runs them in-process, one at a time (tests, benchmarks, debugging).
+runs them in-process, one at a time (tests, benchmarks, debugging). ``runner.actor(cls, *args)``
+makes one object that many calls use (one-shot screening's loaded supernet), on a Ray worker or here.
 
 A job's ``fn`` is handed in (``nasconv.evaluate.EvaluationJob`` in a search) and called as
 ``fn(arch_dict, config_dict)``: this module imports no evaluation code. May import: errors, Ray, torch.
@@ -113,8 +114,53 @@ class InlineRunner:
         self._queue.clear()
         return keys
 
+    def actor(self, cls: type, *args: Any) -> "InProcessActor":
+        """``cls(*args)`` made once in this process (as :meth:`RayRunner.actor` makes it on a worker)."""
+        return InProcessActor(cls, args, self.threads)
+
     def shutdown(self) -> None:
         pass
+
+
+class InProcessActor:
+    """An object made once, whose methods :meth:`call` runs many times, here."""
+
+    def __init__(self, cls: type, args: tuple[Any, ...], threads: int | None = None) -> None:
+        if threads:
+            import torch
+
+            torch.set_num_threads(threads)
+        self.obj: Any = cls(*args)
+
+    def call(self, method: str, *args: Any) -> Any:
+        return getattr(self.obj, method)(*args)
+
+    def close(self) -> None:
+        self.obj = None
+
+
+class RayActor:
+    """An object made once on a Ray worker (a Ray actor holding its CPUs and GPUs), whose methods
+    :meth:`call` runs there: what is expensive to make (a trained supernet) is made once, not per call."""
+
+    def __init__(self, ray: Any, cls: type, args: tuple[Any, ...], num_cpus: int, num_gpus: float) -> None:
+        self.ray = ray
+        self.handle = ray.remote(cls).options(num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=0).remote(*args)
+
+    def call(self, method: str, *args: Any) -> Any:
+        try:
+            return self.ray.get(getattr(self.handle, method).remote(*args))
+        except self.ray.exceptions.RayError as exc:
+            cause = getattr(exc, "cause", None)
+            if isinstance(cause, NasconvError):  # the one line the object raised, as in process
+                raise cause from None
+            raise NasconvError(f"the Ray actor failed: {_error_text(exc)}") from None
+
+    def close(self) -> None:
+        try:
+            self.ray.kill(self.handle)
+        except Exception:
+            pass
 
 
 #: Ray system setting (read from the environment when Ray starts): workers' niceness over the driver's
@@ -249,6 +295,10 @@ class RayRunner:
                 pass
         self._pending.clear()
         return keys
+
+    def actor(self, cls: type, *args: Any) -> RayActor:
+        """``cls(*args)`` made once on a worker with one evaluation's CPUs and GPUs."""
+        return RayActor(self.ray, cls, args, self.cpus_per_worker, self.gpus_per_trial)
 
     def shutdown(self) -> None:
         try:

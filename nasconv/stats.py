@@ -6,20 +6,27 @@ proportion: Wilson's interval (good at small n and near 0 or 1), standard error 
 Several runs (seeds) of one architecture: mean, standard error of the mean, Student-t interval.
 A median latency: the distribution-free interval between two order statistics of the timed
 repeats (exact binomial ranks), which assumes nothing about the timing distribution.
+How well one ranking agrees with another: Spearman's rho (average ranks for ties) and Kendall's
+tau-b, with a percentile bootstrap interval over the ranked items (seeded: the same data give the
+same interval).
 
-May import: the standard library.
+May import: the standard library, numpy.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
+
+import numpy as np
 
 Z95 = 1.959963984540054
 #: Student t quantiles (0.975) for 1..30 degrees of freedom; beyond, a Cornish-Fisher expansion
 _T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
          2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
          2.045, 2.042)
+#: bootstrap resamples of a rank correlation
+BOOTSTRAP_RESAMPLES = 2000
 
 
 def t975(df: int) -> float:
@@ -99,3 +106,69 @@ def differ(a: float, se_a: float, b: float, se_b: float) -> bool:
     if se == 0:
         return a != b
     return abs(a - b) > Z95 * se
+
+
+# --- rank correlation (no scipy) ------------------------------------------------------------
+
+
+def rankdata(values: Any) -> np.ndarray:
+    """1-based ranks, ties sharing their average rank (scipy's ``rankdata(method="average")``; a
+    NaN is a tie of none)."""
+    x = np.asarray(values, dtype=float)
+    n = len(x)
+    order = np.argsort(x, kind="mergesort")
+    position = np.empty(n, dtype=int)
+    position[order] = np.arange(n)
+    sorted_x = x[order]
+    starts = np.r_[True, sorted_x[1:] != sorted_x[:-1]] if n else np.zeros(0, dtype=bool)
+    group = np.cumsum(starts)[position]  # 1-based tie group of each value
+    bounds = np.r_[np.flatnonzero(starts), n]  # group g spans sorted positions bounds[g-1] .. bounds[g]-1
+    return 0.5 * (bounds[group] + bounds[group - 1] + 1)
+
+
+def spearman(a: Any, b: Any) -> float:
+    """Pearson correlation of the average ranks; NaN when either side is constant."""
+    ra, rb = rankdata(a), rankdata(b)
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    denom = math.sqrt(float((ra * ra).sum() * (rb * rb).sum()))
+    return float((ra * rb).sum() / denom) if denom > 0 else float("nan")
+
+
+def kendall_tau_b(a: Any, b: Any) -> float:
+    """Kendall's tau-b (ties corrected); NaN when either side is constant."""
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    dx = np.sign(x[:, None] - x[None, :])
+    dy = np.sign(y[:, None] - y[None, :])
+    iu = np.triu_indices(len(x), k=1)
+    dx, dy = dx[iu], dy[iu]
+    s = float((dx * dy).sum())
+    denom = math.sqrt(float((dx != 0).sum()) * float((dy != 0).sum()))
+    return s / denom if denom > 0 else float("nan")
+
+
+def bootstrap_interval(stat: Callable[[np.ndarray], float], n: int, *, resamples: int = BOOTSTRAP_RESAMPLES,
+                       seed: int = 0) -> tuple[float, float]:
+    """2.5% and 97.5% quantiles of ``stat(idx)`` over ``n`` items drawn with replacement (``idx``:
+    an index array; NaN values dropped)."""
+    lo, hi = bootstrap_intervals(lambda i: [stat(i)], n, resamples=resamples, seed=seed)
+    return lo[0], hi[0]
+
+
+def bootstrap_intervals(stat: Callable[[np.ndarray], Sequence[float]], n: int, *,
+                        resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> tuple[list[float], list[float]]:
+    """:func:`bootstrap_interval` of each of the values ``stat(idx)`` returns, from the same draws."""
+    rng = np.random.default_rng(seed)
+    vals = np.array([stat(rng.integers(0, n, n)) for _ in range(resamples)], dtype=float)
+    lo, hi = [], []
+    for col in vals.T:
+        col = col[~np.isnan(col)]
+        q = np.quantile(col, [0.025, 0.975]) if len(col) else (math.nan, math.nan)
+        lo.append(float(q[0]))
+        hi.append(float(q[1]))
+    return lo, hi
+
+
+def bootstrap_rho(a: Any, b: Any, *, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> tuple[float, float]:
+    """2.5% and 97.5% quantiles of Spearman's rho over items drawn with replacement (pairs kept)."""
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    return bootstrap_interval(lambda i: spearman(x[i], y[i]), len(x), resamples=resamples, seed=seed)

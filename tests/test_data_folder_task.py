@@ -159,3 +159,21 @@ def test_a_class_left_without_held_out_images_is_refused(tmp_path):
     root = make(tmp_path, {".": {"a": 10, "b": 1}})  # no splits: one image cannot be split
     with pytest.raises(DataError, match="class 'b' has no image in the held-out split"):
         describe_task(load_dataset(f"imagefolder:{root}"), f"imagefolder:{root}")
+
+
+def test_a_cluster_driver_fits_the_head_where_it_reads_the_data_and_says_so_where_not(tmp_path):
+    from nasconv.search.config import SearchConfig
+    from nasconv.search.driver import SearchDriver
+
+    root = make(tmp_path / "d", {"train": {f"c{i}": 3 for i in range(12)}, "val": {f"c{i}": 1 for i in range(12)}})
+    base = dict(space="resnet20", budget="1gflops", storage=f"sqlite:///{tmp_path}/s.db", address="auto",
+                runner="ray", progress=False)
+    here = SearchDriver(SearchConfig(**base, study_name="here", eval=EvalConfig(data=f"imagefolder:{root}")))
+    here.tables.dispose()
+    assert here.space.num_classes == 12 and here.task is not None and not here.notes
+    away = SearchDriver(SearchConfig(**base, study_name="away",
+                                     eval=EvalConfig(data=f"imagefolder:{tmp_path}/on-the-cluster")))
+    away.tables.dispose()
+    assert away.task is None and away.space.num_classes == 10
+    (note,) = away.notes
+    assert "not readable on this machine" in note and "10 classes" in note

@@ -2,7 +2,8 @@
 
 The ```bash blocks are parsed, in order, and each ``nasconv`` line runs in this process at small
 sizes: a search gets a couple of trials on synthetic images at 16 px (unless it names its own
-data, which the test then provides), latency timings are capped short, the plan's step timing is
+data, which the test then provides), a screened search a few supernet steps and screened
+candidates, latency timings are capped short, the plan's step timing is
 injected; a Ray cluster address is dropped (evaluations run in-process) and its PostgreSQL URL
 becomes the test database; the latency recipe runs on a tiny space; ``make`` lines are checked
 with ``make -n``; ``make search`` runs its command. Everything else is the command as printed.
@@ -31,6 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCS = ("README.md", "docs/tutorial.md")
 SMALL = ["--trials", "1", "--train-images", "48", "--val-images", "40", "--batch-size", "16", "--resolution", "16",
          "--no-baseline", "--inline"]
+SMALL_SCREEN = ["--screen-count", "4", "--supernet-steps", "20"]
 
 MODEL = '''
 import torch.nn as nn
@@ -107,6 +109,8 @@ class Runner:
             if "kind: model" in _space_text(argv):  # a model space trains at its own input size (VGG: >= 32 px)
                 small = _drop(SMALL, "--resolution")
             argv += small + ([] if "--data" in argv else ["--data", "synthetic:1200"])
+            if "--screen" in argv:  # one-shot screening: a few supernet steps, a few candidates scored
+                argv += SMALL_SCREEN
         return argv
 
     def run(self, line: str) -> None:

@@ -224,3 +224,23 @@ def test_a_cpu_training_in_bf16_spends_what_it_saves_on_images(monkeypatch):
     assert eval_config_for(space, device="cuda").train.train_images == dict(space.proxy_gpu)["train_images"]
     monkeypatch.setattr(precision, "native_precision", lambda p, device: p == "fp32")  # a CPU without
     assert eval_config_for(space, device="cpu").train.train_images == 8000
+
+
+def test_naswot_on_a_network_without_relu_modules_says_why_in_one_line():
+    import torch
+    from torch import nn
+
+    from nasconv.errors import UsageError
+    from nasconv.proxies import naswot
+
+    class Functional(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(1, 4, 3, padding=1)
+            self.fc = nn.Linear(4, 3)
+
+        def forward(self, x):
+            return self.fc(torch.relu(self.conv(x)).mean((2, 3)))
+
+    with pytest.raises(UsageError, match="nn.ReLU modules.*--proxy grad_norm"):
+        naswot(Functional(), torch.randn(4, 1, 8, 8), torch.zeros(4, dtype=torch.long))

@@ -124,3 +124,25 @@ def test_nondomination_rank_with_and_without_penalties():
     assert _optuna.nondomination_rank(losses).tolist() == [0, 0, 1, 2]
     # an infeasible row comes after every feasible one, whatever its values
     assert _optuna.nondomination_rank(losses, np.array([1.0, 0.0, 0.0, 0.0])).tolist()[0] > 2
+
+
+def test_storage_of_opens_another_study_beside_it(tmp_path):
+    study = _study(f"sqlite:///{tmp_path}/s.db")
+    other = optuna.create_study(study_name="beside", storage=_optuna.storage_of(study))
+    other.add_trial(optuna.trial.create_trial(value=1.0))
+    assert _optuna.storage_of(study).get_n_trials(_optuna.storage_of(study).get_study_id_from_name("beside")) == 1
+
+
+def test_count_trials_counts_by_state(storage_url):
+    study = _study(storage_url)
+    for v in (1.0, 2.0):
+        study.add_trial(optuna.trial.create_trial(value=v))
+    study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL))
+    sid = _optuna.study_id(study)
+    storage = _optuna.storage_of(study)
+    assert _optuna.count_trials(storage, sid, optuna.trial.TrialState.COMPLETE) == 2
+    assert _optuna.count_trials(storage, sid, optuna.trial.TrialState.FAIL) == 1
+    memory = optuna.create_study()  # not an RDB storage: Optuna's own count
+    memory.add_trial(optuna.trial.create_trial(value=1.0))
+    assert _optuna.count_trials(_optuna.storage_of(memory), _optuna.study_id(memory),
+                                optuna.trial.TrialState.COMPLETE) == 1

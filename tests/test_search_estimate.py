@@ -52,6 +52,16 @@ def test_rungs_resume_and_ray():
     assert remote.seconds is None and "not measured here" in remote.line()
 
 
+def test_screening_adds_the_supernet_and_the_screened_subnets():
+    space = load_space("resnet20")
+    flat = est.plan_search(_cfg(evaluate_baseline=False), space, measure=lambda s, e: 1.0)
+    shot = est.plan_search(_cfg(evaluate_baseline=False, screen="oneshot", screen_count=50, supernet_steps=400),
+                           space, measure=lambda s, e: 1.0)
+    per_subnet = (4 + 192 / 64) * est.VAL_STEP_FRACTION  # 4 recalibration + 3 validation batches, forward only
+    assert shot.steps == pytest.approx(flat.steps + 400 + 50 * per_subnet)
+    assert "after 50 screened by a supernet of 400 steps" in shot.line()
+
+
 def test_zero_cost_and_time_budget():
     space = load_space("resnet20")
     zc = est.plan_search(_cfg(eval=dataclasses.replace(TRAIN, proxy="synflow", latency=False), time_s=60), space,

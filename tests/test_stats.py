@@ -60,3 +60,27 @@ def test_differ():
     assert differ(0.80, 0.009, 0.75, 0.009) and not differ(0.80, 0.009, 0.79, 0.009)
     assert not differ(1.0, math.inf, 0.0, 0.0)  # no interval: nothing is claimed
     assert differ(2.0, 0.0, 1.0, 0.0) and not differ(1.0, 0.0, 1.0, 0.0)  # exact values
+
+
+def test_rank_statistics_against_textbook_values():
+    from nasconv.stats import kendall_tau_b, rankdata, spearman
+
+    assert list(rankdata([3.0, 1.0, 2.0, 2.0])) == [4.0, 1.0, 2.5, 2.5]  # ties share their average rank
+    assert spearman([1, 2, 3, 4, 5], [5, 6, 7, 8, 7]) == pytest.approx(0.8207826817, abs=1e-9)  # scipy's value
+    assert spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    assert math.isnan(spearman([1, 1, 1], [1, 2, 3]))  # a constant side has no ranking
+    assert kendall_tau_b([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(2 / 3)
+
+
+def test_bootstrap_rho_is_seeded_and_covers_the_truth():
+    from nasconv.stats import bootstrap_rho, spearman
+
+    rng = random.Random(3)
+    x = [rng.gauss(0, 1) for _ in range(40)]
+    y = [a + rng.gauss(0, 1) for a in x]  # correlated: rho about 0.69
+    lo, hi = bootstrap_rho(x, y, resamples=500, seed=7)
+    assert (lo, hi) == bootstrap_rho(x, y, resamples=500, seed=7)  # the same draws, the same interval
+    assert lo < spearman(x, y) < hi and lo > 0.3 and hi < 0.95
+    noise = [rng.gauss(0, 1) for _ in range(40)]
+    lo, hi = bootstrap_rho(x, noise, resamples=500)
+    assert lo < 0 < hi  # no relation: the interval reaches zero

@@ -25,11 +25,14 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from nasconv.results import front_table, noise_line, plot_front, study_summary
+    from nasconv.results.trust import study_trust
 
     if args.plot:  # refused before anything is read, as report's --out (nasconv.outputs: what may be replaced)
         check_output_file(Path(args.plot).expanduser(), force=args.force, what="the plot")
     study, tables = open_nasconv_study(args.study, args.storage)  # read-only media too
     summary = study_summary(study, tables)
+    trust = study_trust(study)  # None: not searched with one-shot screening
+    summary["screening_trust"] = trust.to_dict() if trust else None
     if args.plot:
         plot_front(study, str(Path(args.plot).expanduser()), tables.rung_results(study.study_name), force=args.force)
     if args.json:
@@ -46,6 +49,8 @@ def run(args: argparse.Namespace) -> int:
     print(front_table(summary["front"], summary["baseline"]))
     if summary["noise"]:
         print(f"noise: {noise_line(summary['noise'])}")
+    if trust:
+        print(trust.line())
     if args.plot:
         print(f"plot written to {args.plot}")
     return 0

@@ -10,7 +10,6 @@ there (steps done, settings) and, with ``--space``, the memory a space's superne
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +72,7 @@ def _config(args: argparse.Namespace, space: Any) -> Any:
 
 def _train(args: argparse.Namespace) -> int:
     from nasconv.spaces import load_space
-    from nasconv.supernet.train import train_supernet
+    from nasconv.supernet.train import step_bar, train_supernet
 
     space = load_space(args.space)
     cfg = _config(args, space)
@@ -82,23 +81,9 @@ def _train(args: argparse.Namespace) -> int:
         from nasconv.search.deadline import parse_duration
 
         limit = parse_duration(args.time)
-    bar = None
-    if sys.stderr.isatty():
-        from tqdm import tqdm
-
-        bar = tqdm(total=cfg.steps, desc=f"{space.name} supernet", unit="step", file=sys.stderr)
-
-    def progress(step: int, total: int, loss: float) -> None:
-        if bar is not None:
-            bar.n = step
-            bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
-            bar.refresh()
-    try:
+    with step_bar(cfg.steps, desc=f"{space.name} supernet") as progress:
         out = train_supernet(space, cfg, supernet_dir(args.storage), max_steps=None, time_limit_s=limit,
                              restart=args.restart, progress=progress)
-    finally:
-        if bar is not None:
-            bar.close()
     state = "done" if out.finished else "stopped (run it again to resume)"
     print(f"{space.name} supernet: {out.step}/{out.steps} steps, {state}; loss {out.last_loss:.3f}; "
           f"{out.train_time_s:.0f} s of training; {out.path}")

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Mapping
 
 from nasconv.arch import FORMAT_VERSION, OpChoice, register_arch_kind
+from nasconv.custom.factory import module_root
 from nasconv.custom.space import KIND, ModelSpace, parse_model_space
 from nasconv.errors import SpaceError
 
@@ -31,14 +32,24 @@ class StageChoice:
     expansion: int = 1
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, init=False)
 class ModelArch:
-    """One network of a :class:`ModelSpace`: the user's model with each stage's slots replaced."""
+    """One network of a :class:`ModelSpace`: the user's model with each stage's slots replaced.
+
+    ``num_classes``, where given and not the space's, puts the candidate on the space whose factory
+    is given that class count (:mod:`.classes`), as ``dataclasses.replace(arch, num_classes=K)``
+    does for nasconv's own networks."""
 
     model_space: ModelSpace
     ops: tuple[OpChoice, ...]
 
     kind = KIND
+
+    def __init__(self, model_space: ModelSpace, ops: tuple[OpChoice, ...], num_classes: int | None = None) -> None:
+        if num_classes is not None and num_classes != model_space.num_classes:
+            model_space = replace(model_space, num_classes=num_classes)
+        object.__setattr__(self, "model_space", model_space)
+        object.__setattr__(self, "ops", tuple(ops))
     stem = "model"
     head = "model"
 
@@ -82,7 +93,7 @@ class ModelArch:
         return {"format": FORMAT_VERSION, "kind": KIND, "space": s.name, "space_hash": s.content_hash,
                 "resolution": s.resolution, "in_channels": s.in_channels, "num_classes": s.num_classes,
                 "stages": [{"name": st.name, "op": op.name, "hyper": op.kwargs} for st, op in zip(s.stages, self.ops)],
-                "model_space": s.to_data(), "base_dir": s.base_dir}
+                "model_space": s.to_data(), "base_dir": s.base_dir, "module_dir": module_root(s)}
 
     def to_json(self, *, indent: int | None = None) -> str:
         return json.dumps(self.to_dict(), sort_keys=True, indent=indent, separators=None if indent else (",", ":"))
@@ -118,9 +129,10 @@ def model_arch_from_dict(data: Mapping[str, Any]) -> ModelArch:
     space_data = data.get("model_space")
     if not isinstance(space_data, Mapping):
         raise SpaceError("malformed model architecture JSON: missing object 'model_space'")
-    base_dir = data.get("base_dir", "")
+    base_dir, module_dir = data.get("base_dir", ""), data.get("module_dir", "")
     space = parse_model_space(dict(space_data), source=f"architecture of space {data.get('space')!r}",
-                              base_dir=base_dir if isinstance(base_dir, str) else "")
+                              base_dir=base_dir if isinstance(base_dir, str) else "",
+                              module_dir=module_dir if isinstance(module_dir, str) else "")
     stages = data.get("stages")
     if not isinstance(stages, list) or len(stages) != len(space.stages):
         raise SpaceError(f"malformed model architecture JSON: 'stages' must list {len(space.stages)} choices")

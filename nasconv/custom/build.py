@@ -3,17 +3,16 @@ trained weights, with each stage's slots swapped for the chosen operator (module
 
 from __future__ import annotations
 
-import functools
-import os
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from nasconv.custom.errors import ModelError, first_line
-from nasconv.custom.factory import call_factory, load_factory
+from nasconv.custom.classes import for_classes
+from nasconv.custom.errors import ModelError
+from nasconv.custom.factory import call_factory, space_factory
 from nasconv.custom.trace import fingerprint
+from nasconv.custom.weights import load_init_weights
 from nasconv.ops import create_op
 
 if TYPE_CHECKING:
@@ -36,7 +35,7 @@ class BiasedOp(nn.Module):
 
 def fresh_model(space: ModelSpace) -> nn.Module:
     """``factory(**kwargs)`` as the space names it, checked against the space's fingerprint."""
-    factory = load_factory(space.factory, base_dir=space.base_dir or None)
+    factory = space_factory(space)
     model = call_factory(factory, space.kwargs, space.factory)
     if fingerprint(model) != space.fingerprint:
         from nasconv.custom.cost import profile  # runs the model to say what changed
@@ -48,34 +47,8 @@ def fresh_model(space: ModelSpace) -> nn.Module:
     return model
 
 
-@functools.lru_cache(maxsize=4)
-def _state_dict(path: str, mtime: float) -> dict[str, torch.Tensor]:
-    try:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a missing, truncated or foreign file: one line
-        raise ModelError(f"cannot read the weights {path}: {first_line(exc)}") from None
-    if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
-        sd = sd["state_dict"]
-    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise ModelError(f"{path} holds no state dict (a mapping of names to tensors)")
-    return sd
-
-
-def load_init_weights(model: nn.Module, space: ModelSpace) -> None:
-    """The user's trained weights (``init_from``) into the unmodified model, every key matched."""
-    path = Path(space.init_from or "")
-    if not path.is_file() and space.base_dir and not path.is_absolute():
-        path = Path(space.base_dir) / path
-    if not path.is_file():
-        raise ModelError(f"init_from: weights file {space.init_from} not found")
-    sd = _state_dict(str(path.resolve()), os.path.getmtime(path))
-    try:
-        model.load_state_dict(sd, strict=True)
-    except RuntimeError as exc:
-        raise ModelError(f"the weights {space.init_from} do not fit the model: {first_line(exc)[:240]}") from None
-
-
-def _replace(model: nn.Module, slot: Slot, new: nn.Module) -> None:
+def replace_slot(model: nn.Module, slot: Slot, new: nn.Module) -> None:
+    """Put ``new`` where ``slot`` is, under each of its names."""
     for name in (slot.name, *slot.aliases):
         parent_name, _, attr = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
@@ -84,8 +57,9 @@ def _replace(model: nn.Module, slot: Slot, new: nn.Module) -> None:
 
 def build_candidate(arch: ModelArch, *, num_classes: int | None = None, in_channels: int | None = None) -> nn.Module:
     """The user's model with the candidate's operators in place; ``init_from`` weights for the rest."""
+    arch = for_classes(arch, num_classes)  # the data's head, or the one line why the model cannot have it
     space = arch.model_space
-    check_io(space, num_classes, in_channels)
+    check_io(space, in_channels)
     model = fresh_model(space)
     if space.init_from:
         load_init_weights(model, space)
@@ -99,16 +73,12 @@ def build_candidate(arch: ModelArch, *, num_classes: int | None = None, in_chann
             new = create_op(op.name, slot.in_channels, slot.out_channels, slot.kernel_size, slot.stride, **op.kwargs)
             if old.bias is not None:
                 new = BiasedOp(new, old.bias)
-            _replace(model, slot, new.to(device=old.weight.device, dtype=old.weight.dtype))
+            replace_slot(model, slot, new.to(device=old.weight.device, dtype=old.weight.dtype))
     model.arch = arch  # what export and kept weights record, as for nasconv's own networks
     return model
 
 
-def check_io(space: ModelSpace, num_classes: int | None, in_channels: int | None) -> None:
-    if num_classes is not None and num_classes != space.num_classes:
-        raise ModelError(f"the model of space {space.name!r} outputs {space.num_classes} classes, the data has "
-                         f"{num_classes}; pass num_classes={num_classes} to the factory (--kwargs) and make the "
-                         "space again")
+def check_io(space: ModelSpace, in_channels: int | None) -> None:
     if in_channels is not None and in_channels != space.in_channels:
         raise ModelError(f"the model of space {space.name!r} reads {space.in_channels}-channel images, not "
                          f"{in_channels}")

@@ -10,8 +10,9 @@ from dataclasses import dataclass
 from nasconv.arch import OpChoice
 from nasconv.cost import NetworkCost
 from nasconv.custom.build import check_io
+from nasconv.custom.classes import for_classes
 from nasconv.custom.errors import ModelError
-from nasconv.custom.factory import call_factory, load_factory
+from nasconv.custom.factory import call_factory, space_factory
 from nasconv.custom.space import ModelSpace, Slot
 from nasconv.custom.trace import ConvInfo, trace_model
 from nasconv.ops import op_cost
@@ -55,7 +56,7 @@ def changes(space: ModelSpace, convs: tuple[ConvInfo, ...]) -> list[str]:
 @functools.lru_cache(maxsize=64)
 def profile(space: ModelSpace, resolution: int) -> Profile:
     """Run the space's model once at ``resolution`` (square) and split its measured cost."""
-    factory = load_factory(space.factory, base_dir=space.base_dir or None)
+    factory = space_factory(space)
     model = call_factory(factory, space.kwargs, space.factory)
     c = space.in_channels
     tr = trace_model(model, (c, resolution, resolution), include_first=space.include_first)
@@ -107,8 +108,9 @@ def stage_cost(space: ModelSpace, i: int, op: OpChoice, prof: Profile) -> Cost:
 def model_cost(arch, resolution: int | None = None, *, num_classes: int | None = None,
                in_channels: int | None = None) -> NetworkCost:
     """Exact params and MACs per image of ``build_candidate(arch)`` on a ``resolution`` input."""
+    arch = for_classes(arch, num_classes)
     space = arch.model_space
-    check_io(space, num_classes, in_channels)
+    check_io(space, in_channels)
     prof = profile(space, resolution or space.resolution)
     parts = [("rest", prof.rest)] + [(st.name, stage_cost(space, i, op, prof))
                                      for i, (st, op) in enumerate(zip(space.stages, arch.ops))]

@@ -48,16 +48,16 @@ def _import_path(path: Path) -> Any:
     return module
 
 
-def _import_dotted(module_ref: str, base_dir: str | Path | None) -> Any:
-    """``import module_ref``; where it is not found on the path, also from the current folder and
-    ``base_dir``, as ``python -m`` finds a module in the folder it is started from."""
+def _import_dotted(module_ref: str, base_dir: str | Path | None, extra_dirs: tuple[str, ...] = ()) -> Any:
+    """``import module_ref``; where it is not found on the path, also from the current folder,
+    ``base_dir`` and ``extra_dirs``, as ``python -m`` finds a module in the folder it is started from."""
     try:
         return importlib.import_module(module_ref)
     except ModuleNotFoundError as exc:
         top = module_ref.split(".")[0]
         if exc.name not in (top, module_ref) and not module_ref.startswith(f"{exc.name}."):
             raise  # a module the user's code imports is missing: that is the error to show
-        extra = [str(Path(d).resolve()) for d in (Path.cwd(), base_dir) if d is not None]
+        extra = [str(Path(d).resolve()) for d in (Path.cwd(), base_dir, *extra_dirs) if d]
         extra = [d for d in dict.fromkeys(extra) if d not in sys.path]
         if not extra:
             raise
@@ -70,8 +70,10 @@ def _import_dotted(module_ref: str, base_dir: str | Path | None) -> Any:
                     sys.path.remove(d)
 
 
-def load_factory(ref: str, *, base_dir: str | Path | None = None) -> Callable[..., Any]:
-    """The callable ``ref`` names; every failure (import error, missing name) in one line."""
+def load_factory(ref: str, *, base_dir: str | Path | None = None,
+                 extra_dirs: tuple[str, ...] = ()) -> Callable[..., Any]:
+    """The callable ``ref`` names; every failure (import error, missing name) in one line.
+    ``extra_dirs``: where else a dotted module may be found (a worker's: :func:`module_root`)."""
     module_ref, name = parse_ref(ref)
     if module_ref.endswith(".py") or "/" in module_ref:
         path = Path(module_ref)
@@ -82,7 +84,7 @@ def load_factory(ref: str, *, base_dir: str | Path | None = None) -> Callable[..
         module = _import_path(path)
     else:
         try:
-            module = _import_dotted(module_ref, base_dir)
+            module = _import_dotted(module_ref, base_dir, extra_dirs)
         except BaseException as exc:
             if isinstance(exc, KeyboardInterrupt):
                 raise
@@ -112,3 +114,31 @@ def call_factory(factory: Callable[..., Any], kwargs: dict[str, Any], ref: str =
     if not isinstance(model, nn.Module):
         raise ModelError(f"{ref} returned a {type(model).__name__}, not a torch.nn.Module")
     return model
+
+
+def space_factory(space: Any) -> Callable[..., Any]:
+    """The factory of a :class:`~nasconv.custom.space.ModelSpace`, found as the space says."""
+    return load_factory(space.factory, base_dir=space.base_dir or None,
+                        extra_dirs=(space.module_dir,) if space.module_dir else ())
+
+
+def module_root(space: Any) -> str:
+    """The folder a dotted factory module was imported from (``""`` for a ``.py`` path, or where
+    it cannot be told): it travels with a candidate, so that a worker started elsewhere (Ray)
+    imports the same module."""
+    module_ref, _ = parse_ref(space.factory)
+    if module_ref.endswith(".py") or "/" in module_ref:
+        return ""
+    if space.module_dir:
+        return str(space.module_dir)
+    try:
+        space_factory(space)
+    except ModelUsageError:
+        return ""
+    file = getattr(sys.modules.get(module_ref), "__file__", None)
+    if not file:
+        return ""
+    path = Path(file).resolve()
+    if path.name == "__init__.py":
+        path = path.parent
+    return str(path.parents[module_ref.count(".")])

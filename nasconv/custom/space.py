@@ -11,7 +11,7 @@ import hashlib
 import json
 import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
 from nasconv.arch import OpChoice, canonical_value
@@ -21,7 +21,8 @@ from nasconv.ops import op_cost, validate_op
 
 KIND = "model"
 TOP_KEYS = {"kind", "name", "description", "model", "slots", "fixed", "stages"}
-MODEL_KEYS = {"factory", "kwargs", "input", "num_classes", "fingerprint", "init_from", "include_first"}
+MODEL_KEYS = {"factory", "kwargs", "input", "num_classes", "fingerprint", "init_from", "init_sha256", "include_first",
+              "new_head"}
 SLOT_KEYS = {"name", "in", "out", "kernel", "stride", "bias", "calls", "aliases"}
 STAGE_KEYS = {"name", "convs", "choices"}
 #: bounds past which a file is corrupt rather than a real network's
@@ -94,9 +95,36 @@ class ModelSpace:
     source: str = ""
     #: the directory a relative factory or weights path is also looked up in (the file's own)
     base_dir: str = ""
+    #: sha256 of the ``init_from`` file (:mod:`.weights`): the weights' identity, not only their path
+    init_sha256: str | None = None
+    #: the factory was given the data's class count (:mod:`.classes`): the classifier starts fresh
+    new_head: bool = False
+    #: the class count ``factory(**kwargs)`` outputs (what ``fingerprint`` describes); a space
+    #: made by ``dataclasses.replace(space, num_classes=K)`` differs from it until __post_init__
+    #: gives the factory ``num_classes=K`` (or refuses in one line)
+    model_classes: int = field(default=0, compare=False, repr=False)
+    #: where a dotted factory module was imported from on the driver (a worker imports it from there)
+    module_dir: str = field(default="", compare=False, repr=False)
 
     kind = KIND
     stem = "model"  # what code written for ResNet spaces reads: no stem to shrink
+
+    def __post_init__(self) -> None:
+        if self.model_classes and self.model_classes != self.num_classes:  # the data's head (.classes)
+            from nasconv.custom.classes import head_for
+
+            kwargs_json, fp = head_for(self, self.num_classes)
+            object.__setattr__(self, "kwargs_json", kwargs_json)
+            object.__setattr__(self, "fingerprint", fp)
+            object.__setattr__(self, "new_head", True)
+        object.__setattr__(self, "model_classes", self.num_classes)
+
+    def verify_files(self) -> None:
+        """Refuse, in one line, weights that changed since the space was read (a resumed study)."""
+        if self.init_from:
+            from nasconv.custom.weights import check_weights
+
+            check_weights(self.init_from, self.init_sha256, self.base_dir, f"space {self.name!r}: ")
 
     @property
     def kwargs(self) -> dict[str, Any]:
@@ -133,6 +161,8 @@ class ModelSpace:
         the model's fingerprint, the starting weights, the slots and each stage's choices."""
         content = {"kind": KIND, "factory": self.factory, "kwargs": self.kwargs, "input": list(self.input_shape),
                    "num_classes": self.num_classes, "fingerprint": self.fingerprint, "init_from": self.init_from,
+                   **({"init_sha256": self.init_sha256} if self.init_from else {}),
+                   **({"new_head": True} if self.new_head else {}),
                    "slots": [s.to_data() for s in self.slots],
                    "stages": [{"slots": list(st.slots), "ops": [[o.name, [list(kv) for kv in o.hyper]]
                                                                 for o in st.ops]} for st in self.stages]}
@@ -200,6 +230,9 @@ class ModelSpace:
                                  "num_classes": self.num_classes, "fingerprint": self.fingerprint}
         if self.init_from:
             model["init_from"] = self.init_from
+            model["init_sha256"] = self.init_sha256
+        if self.new_head:
+            model["new_head"] = True
         if self.include_first:
             model["include_first"] = True
         return {"kind": KIND, "name": self.name, "description": self.description, "model": model,
@@ -276,7 +309,7 @@ def _keys(d: Mapping[str, Any], accepted: set[str], where: _Where, path: str) ->
             raise where.error(full, f"unknown key; accepted: {', '.join(sorted(accepted))}")
 
 
-def parse_model_space(data: Any, *, source: str = "<space>", base_dir: str = "") -> ModelSpace:
+def parse_model_space(data: Any, *, source: str = "<space>", base_dir: str = "", module_dir: str = "") -> ModelSpace:
     """Check a ``kind: model`` space file's data; every error names its key path."""
     where = _Where(source)
     if not isinstance(data, dict):
@@ -299,6 +332,14 @@ def parse_model_space(data: Any, *, source: str = "<space>", base_dir: str = "")
     fp = _get(model, "fingerprint", str, where, "model")
     init_from = _get(model, "init_from", (str, type(None)), where, "model", None)
     include_first = _get(model, "include_first", bool, where, "model", False)
+    new_head = _get(model, "new_head", bool, where, "model", False)
+    init_sha = _get(model, "init_sha256", (str, type(None)), where, "model", None)
+    if init_from:  # the weights' content, read now: a file that changed is refused with both digests
+        from nasconv.custom.weights import check_weights
+
+        init_sha = check_weights(init_from, init_sha, base_dir, f"{source}: model.init_from: ")
+    elif init_sha:
+        raise where.error("model.init_sha256", "given without init_from")
 
     slots_data = _get(data, "slots", list, where, "")
     if len(slots_data) > MAX_SLOTS:
@@ -354,7 +395,7 @@ def parse_model_space(data: Any, *, source: str = "<space>", base_dir: str = "")
         stages.append(ModelStage(st_name, tuple(patterns), tuple(matched), ops))
     return ModelSpace(name, str(data.get("description", "")), factory, kwargs_json, input_shape,  # type: ignore[arg-type]
                       num_classes, fp, tuple(slots), tuple(fixed), tuple(stages), init_from, include_first,
-                      source, base_dir)
+                      source, base_dir, init_sha, new_head, module_dir=module_dir)
 
 
 def _parse_slot(sd: Any, p: str, where: _Where) -> Slot:

@@ -176,6 +176,16 @@ def check_spec(spec: str = "fashion-mnist", data_dir: str | os.PathLike[str] | N
     fmt.check(req)
 
 
+def readable_here(spec: str, data_dir: str | os.PathLike[str] | None = None, holdout: float | None = None) -> bool:
+    """Whether the data of ``spec`` is on this machine (a malformed spec still raises): a driver
+    of a Ray cluster reads the data to fit the head and proxy where it can."""
+    try:
+        check_spec(spec, data_dir, holdout=holdout)
+    except DataError:
+        return False
+    return True
+
+
 def _parse(spec: str, data_dir: str | os.PathLike[str] | None, val_fraction: float, seed: int,
            image_size: int | tuple[int, int] | None,
            cache_dir: str | os.PathLike[str] | None,

@@ -7,14 +7,18 @@ database, keyed by device name, torch version, threads, batch and precision (:mo
 whole networks calibrate the block sum. A search re-times a few of those networks to scale the
 table to the device's speed today (:mod:`.drift`), then predicts a candidate's latency in
 microseconds (:class:`LatencyModel`), checks a latency budget before anything is built or trained,
-and measures only where it matters.
+and measures only where it matters. The table alone gives each stage x family latency effect
+with its interval, without training (:mod:`.effects`).
 
-May import: storage, profile, build, spaces, cost, arch, stats, errors (never search, runners or
+A user's own network (``kind: model``) has its slots and the rest as parts (:mod:`.model_parts`).
+
+May import: storage, profile, build, spaces, custom, cost, arch, stats, errors (never search, runners or
 the CLI; never Ray).
 """
 
 from nasconv.latency.blocks import Part, arch_key_counts, arch_parts, build_part, space_parts
 from nasconv.latency.drift import DRIFT_NETWORKS, DRIFT_TOLERANCE, corrected, drift_factor
+from nasconv.latency.effects import TableEffects, effects_dict, table_effects
 from nasconv.latency.model import Calibration, LatencyModel, LatencyPrediction, fit_calibration, load_model
 from nasconv.latency.paired import PairedTiming, time_interleaved, time_together
 from nasconv.latency.profiler import (
@@ -47,5 +51,5 @@ __all__ = [
     "build_part",
     "calibration_archs", "corrected", "current_setting", "drift_factor", "fit_calibration", "load_model",
     "measure_network", "network_key", "open_tables", "profile_space", "require_calibration", "round_key",
-    "space_parts", "time_interleaved", "time_together",
+    "space_parts", "table_effects", "effects_dict", "TableEffects", "time_interleaved", "time_together",
 ]

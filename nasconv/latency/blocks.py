@@ -1,6 +1,7 @@
 """The parts a network's latency is the sum of: its stem, each residual block (operator choice x
 shape x stride) and its head, each named by a key that a lookup table stores. A network repeats
 few distinct blocks, and a space produces a few hundred: these are what a device is profiled on.
+A ``kind: model`` space (a user's own network) has other parts: :mod:`.model_parts`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from torch import nn
 from nasconv.arch import ArchSpec, OpChoice
 from nasconv.build import BasicBlock, Bottleneck, ConvNet
 from nasconv.cost import block_out_size, stem_size
+from nasconv.latency.model_parts import build_model_part, is_model_space, model_arch_parts, model_space_parts
 from nasconv.spaces import SearchSpace
 
 
@@ -19,7 +21,7 @@ from nasconv.spaces import SearchSpace
 class Part:
     """One stem, block or head with its input shape; ``key`` names it in the lookup table."""
 
-    kind: str  # "stem", "block" or "head"
+    kind: str  # "stem", "block" or "head"; a model space's "rest" and "conv" (.model_parts)
     key: str
     in_channels: int
     size: int  # input side in pixels (inputs are square)
@@ -43,6 +45,8 @@ def head_part(channels: int, num_classes: int, size: int) -> Part:
 
 def arch_parts(arch: ArchSpec, resolution: int | None = None) -> list[Part]:
     """Every part of ``arch`` in forward order, one entry per block (repeats included)."""
+    if is_model_space(arch):  # a user's own network: its slots and the rest (.model_parts)
+        return model_arch_parts(arch, resolution)
     res = resolution or arch.resolution
     parts = [stem_part(arch.stem, arch.in_channels, arch.stem_width, res)]
     h = stem_size(arch.stem, res, res)[0]
@@ -68,6 +72,8 @@ def arch_key_counts(arch: ArchSpec, resolution: int | None = None) -> dict[str, 
 
 def space_parts(space: SearchSpace) -> list[Part]:
     """Every distinct part any architecture of ``space`` can contain, in a stable order."""
+    if is_model_space(space):
+        return model_space_parts(space)  # type: ignore[arg-type]
     res = space.resolution
     out: dict[str, Part] = {}
 
@@ -114,6 +120,8 @@ class _Head(nn.Module):
 
 def build_part(part: Part) -> nn.Module:
     """The module a part stands for, built as :func:`nasconv.build.build_model` builds it."""
+    if part.kind in ("rest", "conv"):
+        return build_model_part(part)
     if part.kind == "stem":
         return _Stem(*part.spec)
     if part.kind == "head":

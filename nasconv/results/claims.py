@@ -35,6 +35,8 @@ def _phrase(name: str, e: dict[str, Any], unit: str) -> str:
 def _unresolved(name: str, e: dict[str, Any] | None, unit: str) -> str:
     if e is None:
         return f"{name} not measured"
+    if e.get("missing"):
+        return f"{name} not in the latency table"
     if e.get("estimate") is None:
         return f"{name} not identifiable from these candidates"
     what = "accuracy" if name == "accuracy" else name
@@ -66,7 +68,8 @@ def claims(report: dict[str, Any]) -> dict[str, Any]:
         parts += [_unresolved(n, by_obj.get(n), fits[n]["unit"]) for n in fits if n not in hits]
         ref = (eff.get("references") or [])[stage] if stage < len(eff.get("references") or []) else "the reference"
         n_used = next(iter(by_obj.values()))["n"]
-        sentences.append(f"stage {stage + 1}: {family} (in {n_used} candidates) {parts[0]}"
+        used = f" (in {n_used} candidates)" if n_used else ""  # a latency table's effect needs none
+        sentences.append(f"stage {stage + 1}: {family}{used} {parts[0]}"
                          + (f", {', '.join(parts[1:])}" if len(parts) > 1 else "") + f", relative to {ref}.")
     n = eff.get("candidates", 0)
     if not fits or all(f.get("reason") for f in fits.values()):
@@ -80,7 +83,10 @@ def claims(report: dict[str, Any]) -> dict[str, Any]:
     elif unresolved:
         sentences.append(f"The other {unresolved} stage x family combinations tried are not resolved (their 95% "
                          "intervals include zero on every objective).")
-    if any(e["resolved"] for e in (fits.get("latency") or {}).get("effects", [])):
+    if (fits.get("latency") or {}).get("source") == "latency table":
+        sentences.append("Latency effects come from the device's latency table (its parts' differences, no training "
+                         "needed), at the device's speed when it was profiled.")
+    elif any(e["resolved"] for e in (fits.get("latency") or {}).get("effects", [])):
         sentences.append("Latency effects are fitted over candidates timed one at a time during the search: the "
                          "machine's drift between those timings is part of their residual, not separated from the "
                          "operators.")

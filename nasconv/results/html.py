@@ -58,9 +58,10 @@ def effect_panels(effects: dict[str, Any]) -> list[dict[str, Any]]:
                   "text": f"{e['estimate']:+.2g}\n[{e['ci'][0]:.2g}, {e['ci'][1]:.2g}]\nn={e['n']}"}
                  if e.get("estimate") is not None else
                  {"stage": e["stage"], "family": e["family"], "better": None, "resolved": False,
-                  "text": f"not\nidentifiable\nn={e['n']}"}
+                  "text": "no part\nin the table" if e.get("missing") else f"not\nidentifiable\nn={e['n']}"}
                  for e in fit["effects"]]
-        panels.append({"title": f"effect on {name} ({fit['unit']}) relative to the stage's reference; "
+        label = f", {fit['label']}" if fit.get("label") else ""
+        panels.append({"title": f"effect on {name} ({fit['unit']}{label}) relative to the stage's reference; "
                                 f"95% intervals; coloured only where resolved (excludes 0): blue = better; "
                                 f"grey hatched = not resolved",
                        "stages": effects["stages"], "families": effects["families"],
@@ -70,19 +71,24 @@ def effect_panels(effects: dict[str, Any]) -> list[dict[str, Any]]:
 
 def _effects_table(effects: dict[str, Any]) -> str:
     fits = effects.get("objectives") or {}
-    head = ["stage", "family", "candidates"] + [f"{n} effect ({f['unit']}) [95%]" for n, f in fits.items()] + [
+    head = ["stage", "family", "candidates"] + [f"{n} effect ({f['unit']}) [95%]" + (f", {f['label']}" if f.get(
+        "label") else "") for n, f in fits.items()] + [
         "on the front"]
     rows = []
     for s, stage in enumerate(effects.get("stages", [])):
         counts = effects["counts"][s]
-        for fam in sorted(counts, key=lambda f: (f != effects["references"][s], -counts[f], f)):
-            row = [_e(stage), _e(fam), str(counts[fam])]
+        # a latency table gives effects for families no candidate used too
+        fams = set(counts) | {e["family"] for f in fits.values() for e in f.get("effects", []) if e["stage"] == s}
+        for fam in sorted(fams, key=lambda f: (f != effects["references"][s], -counts.get(f, 0), f)):
+            row = [_e(stage), _e(fam), str(counts.get(fam, 0))]
             for fit in fits.values():
                 e = next((x for x in fit.get("effects", []) if x["stage"] == s and x["family"] == fam), None)
                 if fam == effects["references"][s]:
                     row.append('<span class="muted">reference</span>')
                 elif e is None:
                     row.append('<span class="muted">not estimated</span>')
+                elif e.get("missing"):
+                    row.append(f'<span class="muted">no part in the latency table (e.g. {_e(e["missing"][0])})</span>')
                 elif e.get("estimate") is None:
                     twins = ", ".join(f"stage {t[0] + 1} {t[1]}" for t in e.get("confounded_with") or [])
                     row.append('<span class="muted">not identifiable'
@@ -107,6 +113,7 @@ def render_html(report: dict[str, Any], front_svg: str) -> str:
            "<h2>What this study says</h2>",
            '<div class="answer" id="answer">' + "".join(f"<p>{_e(s)}</p>" for s in report["claims"]["sentences"])
            + "</div>"]
+    out += _trust_html(report.get("screening_trust"))
     panels = effect_panels(eff)
     out.append("<h2>Per stage and operator family</h2>")
     note = (f"Fitted over {eff.get('candidates', 0)} evaluated candidates at rung {eff.get('rung', 0)}"
@@ -118,9 +125,12 @@ def render_html(report: dict[str, Any], front_svg: str) -> str:
     for name, fit in (eff.get("objectives") or {}).items():
         if fit.get("reason"):
             out.append(f"<p class=muted>{_e(name)}: not estimated: {_e(fit['reason'])}</p>")
+        elif fit.get("note"):
+            out.append(f"<p>{_e(fit['note'])}</p>")
     if panels:
         out.append(f'<figure id="heatmap">{svg_of(effects_figure(panels))}</figure>')
     out.append(_effects_table(eff))
+    out += _screened_html(report.get("screened_effects"))
     out += ["<h2>The front</h2>", _front_table(report), f'<figure id="front-plot">{front_svg}</figure>']
     if report.get("noise_line"):
         out.append(f"<p><b>What the noise allows:</b> {_e(report['noise_line'])}</p>")
@@ -132,6 +142,8 @@ def render_html(report: dict[str, Any], front_svg: str) -> str:
     if report["hypervolume_history"]:
         out.append(f'<figure id="hv-plot">{svg_of(hypervolume_figure(report["hypervolume_history"], ci))}</figure>')
     out += ["<h2>Parameter importance (Optuna)</h2>", _importance(report["importance"])]
+    if (report.get("screened_effects") or {}).get("importance"):
+        out.append(f"<p class=muted>Screened candidates: {_e(report['screened_effects']['importance'])}.</p>")
     out += ["<h2>The study</h2>", _settings(st), _counts(c, tm), "</body></html>"]
     return "\n".join(out)
 
@@ -189,3 +201,34 @@ def _counts(c: dict[str, Any], tm: dict[str, Any]) -> str:
                            f"{_e(tm.get('last_complete'))})"],
              ["evaluation time", f"{tm['evaluation_s']:.0f} s over {tm['evaluations']} evaluations"]]
     return _table(["count", "value"], rows)
+
+
+def _trust_html(trust: dict[str, Any] | None) -> list[str]:
+    """One-shot screening's trust (:mod:`nasconv.results.trust`); nothing for a study not screened."""
+    if not trust:
+        return []
+    cls = "answer" if trust["weak"] else ""
+    return ["<h2>One-shot screening: how far to trust it</h2>",
+            f'<p id="screening-trust" class="{cls}"><b>{_e(trust["verdict"])}:</b> {_e(trust["line"])}</p>',
+            f"<p class=muted>Spearman's rho between the supernet's accuracy and the stand-alone (rung 0) accuracy "
+            f"of the candidates trained both ways; interval: {_e(trust['interval'])}. Weak when fewer than 4 "
+            "candidates were trained both ways, the interval reaches 0, or a two-sided permutation test of rho "
+            "gives p above 0.05 (a bootstrap over a handful of candidates is too narrow).</p>"]
+
+
+def _screened_html(screened: dict[str, Any] | None) -> list[str]:
+    """The effects fitted over the screened candidates, beside the stand-alone table above."""
+    if not screened:
+        return []
+    out = [f'<h3 id="screened-effects">{_e(screened["label"])}</h3>',
+           f"<p>The same model fitted over the {screened['candidates']} feasible candidates the supernet scored "
+           "(one per architecture), with the same reference per stage. Their accuracy is the supernet's, not a "
+           "trained network's: read it with the screening trust above.</p>"]
+    for name, agree in (screened.get("agreement") or {}).items():
+        out.append(f"<p><b>{_e(name)}:</b> {_e(agree['line'])}.</p>")
+    for name, fit in (screened.get("objectives") or {}).items():
+        if fit.get("reason"):
+            out.append(f"<p class=muted>{_e(name)} (one-shot): not estimated: {_e(fit['reason'])}</p>")
+    if screened.get("objectives"):
+        out.append(_effects_table(screened))
+    return out

@@ -6,7 +6,9 @@ settings and counts, the front with its intervals and what the noise resolves, t
 over trials (the final value with a 95% interval from the measurement noise), per stage and
 operator family the effects on accuracy and latency (:mod:`nasconv.results.effects`), Optuna's
 importances (:mod:`nasconv.results.importance`), the families on the front, and the sentences
-those numbers support (:mod:`nasconv.results.claims`).
+those numbers support (:mod:`nasconv.results.claims`). A study searched with one-shot screening
+also gets its screening trust (:mod:`nasconv.results.trust`) and the effects fitted over the
+screened candidates beside the stand-alone ones (:mod:`nasconv.results.screened`).
 """
 
 from __future__ import annotations
@@ -24,8 +26,11 @@ from nasconv.results.claims import claims
 from nasconv.results.effects import fit_effects, reference_families, stage_families
 from nasconv.results.front import EVALUATED, first_per_architecture, hypervolume, losses
 from nasconv.results.importance import param_importances
+from nasconv.results.latency_effects import with_table_latency
 from nasconv.results.noise import noise_line
+from nasconv.results.screened import screened_effects
 from nasconv.results.summary import study_summary, val_images_of
+from nasconv.results.trust import screen_study, screening_trust
 from nasconv.stats import se_from_interval
 from nasconv.storage import NasconvTables
 
@@ -65,11 +70,18 @@ def build_report(study: optuna.Study, tables: NasconvTables, *, storage: str = "
         "hypervolume_ci": hv_ci,
         "hypervolume_history": [{"trial": s.trial_number, "n_complete": s.n_complete, "hypervolume": s.hypervolume,
                                  "rung": s.rung} for s in tables.snapshots(study.study_name)],
-        "effects": stage_effects(study, candidates, summary["front"]),
+        "effects": with_table_latency(study, tables, candidates, stage_effects(study, candidates, summary["front"]),
+                                      storage=storage),
         "importance": param_importances(candidates, study.directions, metric_names(study))
         if len(candidates) >= 2 else {n: {"reason": "not computed: fewer than 2 evaluated candidates"}
                                       for n in metric_names(study)},
     }
+    screen = screen_study(study)  # one-shot screening: its trust, and the effects over what it scored
+    screened = screen.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if screen else []
+    trust = screening_trust(complete, screened=len(screened) if screen else None)
+    report["screening_trust"] = trust.to_dict() if trust else None
+    report["screened_effects"] = screened_effects(screened, report["effects"], report["settings"]["objectives"] or [],
+                                                  EFFECT_OBJECTIVES) if screen else None
     report["claims"] = claims(report)
     return report
 

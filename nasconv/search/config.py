@@ -25,6 +25,10 @@ OBJECTIVES: dict[str, tuple[str, str]] = {
 RUNNERS = ("ray", "inline")
 #: where a search's latency objective comes from (nasconv.search.latency_gate)
 LATENCY_MODES = ("measure", "predict", "predict+remeasure")
+#: ``--screen``: how candidates are screened before stand-alone training (:mod:`nasconv.search.screen`)
+SCREENS = ("oneshot",)
+#: candidates screened by default (why: :mod:`nasconv.search.screen`)
+DEFAULT_SCREEN_COUNT = 100
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,12 @@ class SearchConfig:
     #: it nothing new starts; what runs may finish within ``time_grace_s`` (None: the default grace)
     time_s: float | None = None
     time_grace_s: float | None = None
+    #: ``--screen oneshot``: before the loop, ``screen_count`` candidates are scored by a weight-sharing
+    #: supernet (trained for ``supernet_steps``, None: its default) and the best by non-dominated rank
+    #: are trained stand-alone (:mod:`nasconv.search.screen`)
+    screen: str | None = None
+    screen_count: int = DEFAULT_SCREEN_COUNT
+    supernet_steps: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "objectives", tuple(self.objectives))
@@ -117,6 +127,16 @@ class SearchConfig:
         # "auto" resolved here, on the driver: the study stores, keys and sends its workers what it means
         object.__setattr__(self, "eval", self.eval.resolved())
         self.fidelity.check()
+        if self.screen is not None:
+            if self.screen not in SCREENS:
+                raise UnknownNameError("screen", self.screen, SCREENS)
+            if self.eval.proxy != "train":
+                raise UsageError(f"--screen {self.screen} screens for the stand-alone training proxy; a zero-cost "
+                                 f"score (--proxy {self.eval.proxy}) trains nothing to screen for: drop one of them")
+            if self.screen_count < 1:
+                raise UsageError(f"--screen-count must be >= 1, got {self.screen_count}")
+            if self.supernet_steps is not None and self.supernet_steps < 1:
+                raise UsageError(f"--supernet-steps must be >= 1, got {self.supernet_steps}")
         if self.fidelity.tracked and self.eval.proxy != "train":
             raise UsageError(f"--rungs and --repeats need the training proxy: a zero-cost score ({self.eval.proxy}) "
                              "has no fidelity to raise and gives the same value for every seed")
@@ -177,3 +197,6 @@ class SearchResult:
     stopped_on_time: bool = False
     time_s: float | None = None
     requeued: int = 0
+    #: ``--screen oneshot``: the screening study, candidates screened, promoted, the supernet's state
+    #: (:meth:`nasconv.search.screen.Screening.summary`); None without screening
+    screen: dict[str, Any] | None = None

@@ -22,7 +22,7 @@ from optuna.trial import TrialState
 from nasconv.arch import ArchSpec
 from nasconv.budget import check_feasible, format_count, parse_budget
 from nasconv.data import load_dataset
-from nasconv.data.registry import check_spec
+from nasconv.data.registry import check_spec, readable_here
 from nasconv.errors import BudgetError, NasconvError, Terminated, UsageError
 from nasconv.evaluate import EvaluationJob, evaluate, evaluate_keeping_weights, keep_weights_problem
 from nasconv.faults import fault_point
@@ -55,6 +55,7 @@ from nasconv.search.params import op_params_by_family, ordinal_params
 from nasconv.search.progress import ProgressBar, SearchCallback, SearchStatus
 from nasconv.search.samplers import quiet_optuna
 from nasconv.search.scheduler import RungScheduler, is_rung_key
+from nasconv.search.screen import Screening, check_latency_source, check_screenable
 from nasconv.search.study import default_study_name, open_study, sampler_name
 from nasconv.search.task import TaskBinding, bind_task, keep_stored_head, proxy_too_short, stamp_task, stored_attrs
 from nasconv.search.trials import TrialFlow
@@ -96,8 +97,11 @@ class SearchDriver(TrialFlow):
         self.task: TaskBinding | None = None
         self.notes: list[str] = []
         unbound = self.space
-        if evaluator is evaluate and (cfg.address is None or cfg.runner == "inline"):
-            resolve_device(cfg.eval.device)  # the workers are on this machine
+        remote_data = evaluator is evaluate and runner is None and cfg.address is not None and cfg.runner == "ray" \
+            and not readable_here(cfg.eval.data, cfg.eval.data_dir, cfg.eval.holdout)
+        if evaluator is evaluate and not remote_data:
+            if cfg.address is None or cfg.runner == "inline":
+                resolve_device(cfg.eval.device)  # the workers are on this machine
             check_spec(cfg.eval.data, cfg.eval.data_dir, holdout=cfg.eval.holdout)
             # the data read once here: the head, metric and proxy length follow it (nasconv.search.task)
             self.task = bind_task(cfg.eval, self.space, choose_metric=cfg.choose_metric, size_proxy=cfg.size_proxy)
@@ -106,22 +110,32 @@ class SearchDriver(TrialFlow):
             if cfg.rungs > 1:
                 ds = load_dataset(cfg.eval.data, data_dir=cfg.eval.data_dir, holdout=cfg.eval.holdout)
                 cfg.fidelity.check_dataset(cfg.eval.train.train_images, len(ds.train_y), cfg.eval.data)
-        elif runner is None and cfg.address is not None and cfg.runner == "ray":
+        if runner is None and cfg.address is not None and cfg.runner == "ray":
             check_address(cfg.address)
+        if remote_data:
+            self.notes.append(f"note: {cfg.eval.data} is not readable on this machine, so the head keeps "
+                              f"{self.space.num_classes} classes and the proxy is not sized to the data; run the "
+                              "driver where the cluster's data is mounted to fit both")
+        if cfg.screen:  # a space or memory the supernet cannot take: refused before the storage is written
+            check_screenable(self.space, cfg.eval)
         self.storage, self.tables = open_storage(cfg.storage)
         try:
             if self.task is not None:
                 self.space, note = keep_stored_head(stored_attrs(self.storage, self.study_name), unbound, self.space)
                 self.notes += [note] if note else []
             self.latency = LatencyGate.for_search(cfg, self.space, self.budget, self.tables)
+            if cfg.screen:
+                note = check_latency_source(cfg, self.budget, self.latency)
+                self.notes += [note] if note else []
             self.study = open_study(self.storage, self.study_name, cfg, self.space, self.budget)
             if self.task is not None:
                 self.notes = self.task.summary.warnings() + self.notes
                 stamp_task(self.study, self.task)
                 if cfg.progress:
                     print(self.task.summary.line(), flush=True)
-                    for note in self.notes:
-                        print(note, file=sys.stderr, flush=True)
+            if cfg.progress:
+                for note in self.notes:
+                    print(note, file=sys.stderr, flush=True)
             self.hv_ref: list[float] | None = self.study.user_attrs.get("hv_reference")
             self.ordinal = ordinal_params(self.study)
             self.sampler = sampler_name(cfg, self.study.user_attrs)
@@ -153,6 +167,7 @@ class SearchDriver(TrialFlow):
         self.last_front: list[optuna.trial.FrozenTrial] = []
         self.last_hv = 0.0
         self.last_evaluated: int | None = None  # set by snapshot(), taken by _take_evaluated()
+        self.screen = Screening(self) if cfg.screen else None  # before the loop (nasconv.search.screen)
 
     # --- setup ----------------------------------------------------------------------------
     def _make_runner(self) -> Any:
@@ -260,6 +275,8 @@ class SearchDriver(TrialFlow):
                 self.notes.append(short)
                 if self.cfg.progress:
                     print(short, file=sys.stderr, flush=True)
+            if self.screen is not None:  # candidates queued for the loop; the deadline may end it
+                self.screen.run(runner)
             evaluated = self.evaluated_count()
             self.counts["rejected"] = sum(1 for t in self._complete_trials()
                                           if t.user_attrs.get("status") == "rejected")
@@ -360,6 +377,7 @@ class SearchDriver(TrialFlow):
             self.tables.dispose()
         res = self.result(baseline, interrupted)
         res.stopped_on_time, res.time_s, res.requeued = on_time, self.cfg.time_s, requeued
+        res.screen = self.screen.summary() if self.screen is not None else None
         return res
 
     def _baseline(self, runner: Any) -> dict[str, Any] | None:

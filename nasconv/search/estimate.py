@@ -4,7 +4,8 @@ The time comes from a measurement, not a constant: one training step of the spac
 the proxy trains it (the reduced copy, at the proxy's batch and resolution) is timed here, and the
 plan counts the steps the search will take (per candidate: the training steps, validation batches
 and the latency measurement's time cap; multi-fidelity: about one rung-0 training per candidate
-per rung, since rung r trains eta^r times longer on 1/eta^r of the candidates). Candidates differ
+per rung, since rung r trains eta^r times longer on 1/eta^r of the candidates; one-shot screening:
+the supernet's steps and each screened subnet's forward passes, :func:`screen_steps`). Candidates differ
 from the baseline, so the figure comes with a range (:data:`RANGE`). On a Ray cluster
 (``--address``) the workers' speed is not this machine's: no time is given.
 """
@@ -46,12 +47,17 @@ class SearchPlan:
     low_s: float | None
     high_s: float | None
     time_s: float | None = None
+    #: one-shot screening: (supernet training steps, candidates screened), part of ``steps``
+    screen: tuple[int, int] | None = None
 
     def line(self) -> str:
         what = f"plan: {self.candidates} candidate(s) of {self.space}"
         if self.rungs > 1:
             what += f" over {self.rungs} rungs"
         what += f", proxy {self.proxy}, {self.workers} worker(s)"
+        if self.screen:
+            what += (f", after {self.screen[1]} screened by a supernet of {self.screen[0]:,} steps (fewer when "
+                     "its checkpoint is stored)")
         if self.candidates == 0:
             return what + ": nothing left to evaluate"
         if self.seconds is None:
@@ -108,6 +114,19 @@ def steps_per_candidate(cfg: SearchConfig) -> float:
     return train + val
 
 
+def screen_steps(cfg: SearchConfig) -> tuple[int, int, float]:
+    """(supernet steps, candidates screened, training-step equivalents of both): a supernet step
+    is one single-path training step at the proxy's settings; scoring a subnet recalibrates batch
+    norm on a few batches and validates (forward passes, as a validation batch)."""
+    from nasconv.supernet.evaluate import RECALIBRATION_BATCHES
+    from nasconv.supernet.train import DEFAULT_STEPS
+
+    tc = cfg.eval.train
+    sn = cfg.supernet_steps or DEFAULT_STEPS
+    per_subnet = (RECALIBRATION_BATCHES + (tc.val_images or 0) / max(1, tc.batch_size)) * VAL_STEP_FRACTION
+    return sn, cfg.screen_count, sn + cfg.screen_count * per_subnet
+
+
 def plan_search(cfg: SearchConfig, space: Any, *, done: int = 0, baseline_done: bool = False,
                 measure: Callable[..., float] | None = None) -> SearchPlan:
     """The plan for the ``cfg.trials - done`` candidates left; ``measure(space, eval_cfg)``
@@ -118,8 +137,11 @@ def plan_search(cfg: SearchConfig, space: Any, *, done: int = 0, baseline_done: 
     steps = left * per * rungs  # ASHA: 1/eta^r of the candidates train eta^r times longer at rung r
     if cfg.evaluate_baseline and not baseline_done and left:
         steps += per * cfg.eta ** (rungs - 1)
+    screen = screen_steps(cfg) if cfg.screen and left else None
+    if screen:
+        steps += screen[2]
     base = dict(space=space.name, candidates=left, rungs=rungs, workers=cfg.workers, proxy=cfg.eval.proxy,
-                steps=steps, time_s=cfg.time_s)
+                steps=steps, time_s=cfg.time_s, screen=screen[:2] if screen else None)
     if cfg.address is not None or not left:
         return SearchPlan(**base, step_s=None, seconds=None, low_s=None, high_s=None)
     step_s = (measure or measure_train_step)(space, cfg.eval)

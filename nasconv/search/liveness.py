@@ -197,5 +197,15 @@ def fail_and_requeue(study: optuna.Study, storage: optuna.storages.BaseStorage, 
     except optuna.exceptions.UpdateFinishedTrialError:
         return False
     if ok and t.params:
-        study.enqueue_trial(t.params, skip_if_exists=False)
+        study.enqueue_trial(t.params, skip_if_exists=False, user_attrs=carried_attrs(t.user_attrs))
     return ok
+
+
+#: what a trial queued again keeps of the failed one: where it came from (one-shot screening,
+#: :mod:`nasconv.search.screen`)
+CARRIED_ATTRS = ("oneshot_accuracy", "oneshot_accuracy_ci", "screen_trial")
+
+
+def carried_attrs(user_attrs: dict[str, Any]) -> dict[str, Any] | None:
+    kept = {k: user_attrs[k] for k in CARRIED_ATTRS if k in user_attrs}
+    return kept or None

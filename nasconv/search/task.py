@@ -75,6 +75,9 @@ class TaskBinding:
 
 def bind_task(eval_cfg: EvalConfig, space: Any, *, choose_metric: bool, size_proxy: bool) -> TaskBinding:
     """Read the data of ``eval_cfg`` and fit the space and settings to it (module docstring)."""
+    verify = getattr(space, "verify_files", None)  # a model space's starting weights, read again now
+    if verify is not None:
+        verify()
     ds = load_dataset(eval_cfg.data, data_dir=eval_cfg.data_dir, seed=eval_cfg.train.seed,
                       cache_dir=eval_cfg.cache_dir, holdout=eval_cfg.holdout)
     summary = describe_task(ds, eval_cfg.data, holdout=eval_cfg.holdout, train_resolution=eval_cfg.train.resolution,

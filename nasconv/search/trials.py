@@ -25,7 +25,7 @@ from nasconv.cost import estimate_cost
 from nasconv.faults import fault_point
 from nasconv.results import EVALUATED
 from nasconv.results.notes import save_trial_note, trial_note
-from nasconv.search.liveness import driver_dead, trial_finished
+from nasconv.search.liveness import carried_attrs, driver_dead, trial_finished
 from nasconv.search.objectives import TRIAL_ATTRS, objective_values, placeholder_values, set_constraints
 from nasconv.search.params import suggest_arch
 from nasconv.search.samplers import make_sampler
@@ -118,20 +118,8 @@ class TrialFlow:
             self._seeded = True
             self._reseed(trial.number)
         arch = suggest_arch(trial, self.space, ordinal=self.ordinal, by_family=self.by_family)
-        cost = estimate_cost(arch)
-        attrs = {"arch": arch.to_dict(), "arch_hash": arch.arch_hash, "ops": arch.ops_label(),
-                 "macs": cost.macs, "params": cost.params}
-        over = self.budget.violations(macs=cost.macs, params=cost.params)
-        decision = self.predicted[arch.arch_hash] = self.latency.decide(arch)
-        if decision.reject:  # the latency budget, checked on the prediction's interval
-            over.append(decision.reject)
-        if over:
-            _optuna.set_user_attrs(trial, {**attrs, "status": "rejected",
-                                           "reject_reason": "over budget: " + "; ".join(over)})
-            set_constraints(trial, self.budget, cost.macs, cost.params,
-                            decision.prediction.latency_ms if decision.prediction else None)
-            self.study.tell(trial, placeholder_values(self.cfg.objectives, cost.macs, cost.params,
-                                                      self._complete_trials(), self.cfg.eval.proxy))
+        attrs, decision = self._costed(self.study, trial, arch)
+        if decision is None:
             self.heartbeat.remove(_optuna.trial_id(trial))
             self.counts["rejected"] += 1
             return "rejected"
@@ -154,6 +142,28 @@ class TrialFlow:
         eval_cfg = self.latency.eval_config(self.eval0, decision)  # timed or not
         runner.submit(arch.arch_hash, self.job, arch.to_dict(), eval_cfg.to_dict())
         return "submitted"
+
+    def _costed(self, study: optuna.Study, trial: optuna.trial.Trial, arch: ArchSpec) -> tuple[dict[str, Any], Any]:
+        """``arch``'s exact cost (as trial attributes) and its latency decision; over budget, the
+        trial is told to ``study`` as infeasible (constraints, placeholder values) and the decision
+        is None. The main study's and the one-shot screening study's trials go through this."""
+        cost = estimate_cost(arch)
+        attrs = {"arch": arch.to_dict(), "arch_hash": arch.arch_hash, "ops": arch.ops_label(),
+                 "macs": cost.macs, "params": cost.params}
+        over = self.budget.violations(macs=cost.macs, params=cost.params)
+        decision = self.predicted[arch.arch_hash] = self.latency.decide(arch)
+        if decision.reject:  # the latency budget, checked on the prediction's interval
+            over.append(decision.reject)
+        if not over:
+            return attrs, decision
+        _optuna.set_user_attrs(trial, {**attrs, "status": "rejected",
+                                       "reject_reason": "over budget: " + "; ".join(over)})
+        set_constraints(trial, self.budget, cost.macs, cost.params,
+                        decision.prediction.latency_ms if decision.prediction else None)
+        complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        study.tell(trial, placeholder_values(self.cfg.objectives, cost.macs, cost.params, complete,
+                                             self.cfg.eval.proxy))
+        return attrs, None
 
     def _tell_metrics(self, trial: optuna.trial.Trial, metrics: dict[str, Any], *, status: str) -> bool:
         """Tell one evaluated (or cached) trial; False when another driver had failed it already
@@ -227,7 +237,7 @@ class TrialFlow:
             trials.pop(0)
             self.counts["failed"] += 1
             if requeue and trial.params:
-                self.study.enqueue_trial(trial.params, skip_if_exists=False)
+                self.study.enqueue_trial(trial.params, skip_if_exists=False, user_attrs=carried_attrs(trial.user_attrs))
         self.jobs.pop(key, None)
 
     def _abandon(self, runner: Any, reason: str) -> None:

@@ -16,13 +16,15 @@ as the uninterrupted one would have.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import random
+import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -139,6 +141,29 @@ def sample_arch(space: SearchSpace, budget: Budget, rng: random.Random) -> ArchS
             return arch
     raise UsageError(f"the budget {budget.text!r} leaves almost no architecture of {space.name} "
                      f"(none in {MAX_DRAWS:,} draws): loosen it")
+
+
+@contextlib.contextmanager
+def step_bar(total: int, *, initial: int = 0, desc: str = "supernet",
+             show: bool = True) -> Iterator[Callable[[int, int, float], None]]:
+    """A tqdm bar of supernet steps on a terminal's stderr (nothing elsewhere), as the ``progress``
+    callback :func:`train_supernet` takes; closed on the way out."""
+    bar = None
+    if show and sys.stderr.isatty():
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, initial=initial, desc=desc, unit="step", file=sys.stderr)
+
+    def progress(step: int, _total: int, loss: float) -> None:
+        if bar is not None:
+            bar.n = step
+            bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
+            bar.refresh()
+    try:
+        yield progress
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 def lr_at(step: int, total: int, lr: float, schedule: str) -> float:
