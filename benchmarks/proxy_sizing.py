@@ -14,7 +14,7 @@ For each dataset, ``--n`` architectures of the resnet20 space (``space.sample(ra
 with the data's class count) are evaluated (``latency=False``), in this order so that a partial
 run is useful (every ``default``, then per architecture its ``reference`` and ``sized`` run):
 ``default`` (the 10-class default proxy, 8,000 images, 1 epoch), ``reference``
-(the same settings on 5x its images: 40,000 image passes, validated on the whole held-out split),
+(the same settings on 5x its images: 40,000 image passes, the same held-out sample),
 ``sized`` (:func:`proxy_length`; the same as ``default`` on 10 classes, so not run again). Each is
 scored on the metric a search would choose (balanced accuracy where held-out classes differ by
 more than 2x). Reported: Spearman's rho of ``default`` and ``sized`` against ``reference`` with
@@ -112,7 +112,11 @@ def run_dataset(name: str, spec: str, args: argparse.Namespace, res: dict[str, A
     # reference and sized run, so that a run cut short leaves complete triples
     order = [("default", i) for i in range(len(archs))] + [
         (s, i) for i in range(len(archs)) for s in SETTINGS[1:] if not (s == "sized" and entry["same_as_default"])]
+    only = None if args.only is None else {int(i) for i in args.only.split(",")}
+    wanted = set(args.run.split(","))
     for setting, i in order:
+        if setting not in wanted or (only is not None and i not in only):
+            continue
         arch = archs[i]
         cfg = cfgs[setting]
         key = cfg.settings_key()
@@ -138,7 +142,9 @@ def run_dataset(name: str, spec: str, args: argparse.Namespace, res: dict[str, A
 def summarize(entry: dict[str, Any]) -> dict[str, Any]:
     rows = list(entry["rows"].values())
     out: dict[str, Any] = {}
-    proxies = ("default",) if entry.get("same_as_default") else ("default", "sized")
+    with_ref = [r for r in rows if "reference" in r["results"]]
+    sized_too = not entry.get("same_as_default") and with_ref and all("sized" in r["results"] for r in with_ref)
+    proxies = ("default", "sized") if sized_too else ("default",)
     for p in ("default", "sized", "reference"):
         done = [r["results"][p] for r in rows if p in r["results"]]
         if done:
@@ -169,9 +175,10 @@ def markdown(res: dict[str, Any]) -> str:
              f"`{m['command']}` at {m['revision']} on {m['cpu']} ({m['threads']} torch threads, niceness "
              f"{m['niceness']}); resnet20 space, {m['n']} architectures per dataset, seed {m['seed']}.", "",
              "Spearman's rho of each proxy's accuracy (the metric a search would choose) against a 5x longer "
-             "training (40,000 image passes, whole held-out split), bootstrap 95% intervals over architectures; "
+             "training (40,000 image passes; held-out images as its settings say), bootstrap 95% intervals over "
+             "architectures; "
              "`SE above chance`: the smallest, over architectures, of (accuracy - majority-class or chance rate) "
-             "/ its SE.", ""]
+             "/ its SE.", ""] + ([m["note"], ""] if m.get("note") else [])
     for name, entry in res["datasets"].items():
         s = entry.get("summary") or {}
         lines += [f"## {name}", "", entry.get("line", ""), ""]
@@ -187,6 +194,13 @@ def markdown(res: dict[str, Any]) -> str:
                          f"{s[p]['min_se_above_chance']:.1f} | {s[p]['s_per_candidate']:.0f} |")
         if entry.get("same_as_default"):
             lines.append("\nThe sized proxy is the default here (10 classes).")
+        elif "sized" not in s:
+            t, r, d = (entry["settings"][k] for k in ("sized", "reference", "default"))
+            sized, ref = t["train_images"] * t["epochs"], r["train_images"] * r["epochs"]
+            why = (f"it trains longer than the 5x reference ({ref:,} image passes), so a rank correlation with that "
+                   "reference would not test it" if sized >= ref else "not run in this invocation")
+            lines.append(f"\nThe sized proxy ({sized:,} image passes, {sized / (d['train_images'] * d['epochs']):.0f}x "
+                         f"the default's cost per candidate) was not run: {why}.")
         if "rho" in s:
             lines.append("")
             for k, v in s["rho"].items():
@@ -209,16 +223,28 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: on a shared CPU 2 threads spin-wait)")
     p.add_argument("--quick", action="store_true", help="smoke run (128 images); writes only with --out")
     p.add_argument("--out", default=None)
+    p.add_argument("--only", default=None, metavar="I,J", help="evaluate only these architecture indices (to split "
+                   "a dataset over processes, each with its own --out; merge with --merge)")
+    p.add_argument("--run", default=",".join(SETTINGS), metavar="SETTINGS",
+                   help="the settings to evaluate (default all; 'none': only summarise what is stored)")
+    p.add_argument("--note", default=None, help="a paragraph for the report (e.g. how the merged runs were made)")
+    p.add_argument("--merge", nargs="*", default=[], metavar="JSON", help="stored results of other processes to "
+                   "merge into this one's first")
     args = p.parse_args(argv)
     if args.n < 3:
         p.error("--n must be >= 3")
     out = Path(args.out) if args.out else (None if args.quick else Path(__file__).parent / "results")
     path = out / f"{NAME}.json" if out else None
     res: dict[str, Any] = json.loads(path.read_text()) if path and path.exists() else {"datasets": {}}
+    for other in args.merge:
+        for name, entry in json.loads(Path(other).read_text())["datasets"].items():
+            mine = res["datasets"].setdefault(name, {**entry, "rows": {}})
+            for h, row in entry["rows"].items():
+                mine["rows"].setdefault(h, {**row, "results": {}})["results"].update(row["results"])
     res["meta"] = {"date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                    "command": " ".join(["python benchmarks/proxy_sizing.py", *(argv or sys.argv[1:])]),
                    "revision": git_revision(), "cpu": cpu_model(), "threads": args.threads, "n": args.n,
-                   "seed": args.seed, "niceness": os.nice(0), "quick": args.quick}
+                   "seed": args.seed, "niceness": os.nice(0), "quick": args.quick, "note": args.note}
 
     def save() -> None:
         for entry in res["datasets"].values():

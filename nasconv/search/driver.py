@@ -10,7 +10,6 @@ callbacks (the progress bar is one).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import sys
 import time
@@ -20,13 +19,10 @@ import optuna
 from optuna.trial import TrialState
 
 from nasconv.arch import ArchSpec
-from nasconv.budget import check_feasible, format_count, parse_budget
-from nasconv.data import load_dataset
-from nasconv.data.registry import check_spec, readable_here
-from nasconv.errors import BudgetError, NasconvError, Terminated, UsageError
-from nasconv.evaluate import EvaluationJob, evaluate, evaluate_keeping_weights, keep_weights_problem
+from nasconv.budget import format_count, parse_budget
+from nasconv.errors import BudgetError, NasconvError, Terminated
+from nasconv.evaluate import EvaluationJob, evaluate, evaluate_keeping_weights
 from nasconv.faults import fault_point
-from nasconv.profile import resolve_device
 from nasconv.results import (
     EVALUATED,
     feasible_front,
@@ -37,7 +33,7 @@ from nasconv.results import (
     rung_counts,
     trial_summary,
 )
-from nasconv.search.config import SearchConfig, SearchResult, check_address
+from nasconv.search.config import SearchConfig, SearchResult
 from nasconv.search.deadline import Deadline
 from nasconv.search.latency_gate import LatencyGate
 from nasconv.search.liveness import (
@@ -55,9 +51,10 @@ from nasconv.search.params import op_params_by_family, ordinal_params
 from nasconv.search.progress import ProgressBar, SearchCallback, SearchStatus
 from nasconv.search.samplers import quiet_optuna
 from nasconv.search.scheduler import RungScheduler, is_rung_key
-from nasconv.search.screen import Screening, check_latency_source, check_screenable
+from nasconv.search.screen import Screening, check_latency_source
+from nasconv.search.setup import check_before_storage
 from nasconv.search.study import default_study_name, open_study, sampler_name
-from nasconv.search.task import TaskBinding, bind_task, keep_stored_head, proxy_too_short, stamp_task, stored_attrs
+from nasconv.search.task import keep_stored_head, proxy_too_short, stamp_task, stored_attrs
 from nasconv.search.trials import TrialFlow
 from nasconv.spaces import load_space
 from nasconv.storage import HEARTBEAT_INTERVAL_S, FrontSnapshot, is_database_locked, locked_error, open_storage
@@ -81,43 +78,15 @@ class SearchDriver(TrialFlow):
         self._runner = runner
         self.space = load_space(cfg.space)
         self.budget = parse_budget(cfg.budget)
-        if ("latency" in cfg.objectives or self.budget.latency_ms) and not cfg.eval.latency \
-                and cfg.latency == "measure":
-            raise UsageError("a latency objective or budget needs latency measurement (drop --no-latency)")
-        if cfg.keep_weights:
-            problem = keep_weights_problem(self.space, cfg.eval)
-            if problem:
-                raise UsageError(problem)
-        check_feasible(self.budget, self.space.cost_bounds(), self.space.name)
+        # What the evaluations need, checked before the storage is written (nasconv.search.setup)
+        unbound = self.space
+        pre = check_before_storage(cfg, self.space, self.budget, default_evaluator=evaluator is evaluate,
+                                   runner=runner)
+        cfg = self.cfg = pre.cfg
+        self.space, self.task, self.notes = pre.space, pre.task, pre.notes
         self.study_name = cfg.study_name or default_study_name(self.space, self.budget)
         self.directions = cfg.directions
         self.callbacks = list(callbacks) if callbacks is not None else ([ProgressBar()] if cfg.progress else [])
-        # What the evaluations need, checked before the storage is written: a bad --data or
-        # --device would otherwise leave a study of failed trials (or an empty one) behind.
-        self.task: TaskBinding | None = None
-        self.notes: list[str] = []
-        unbound = self.space
-        remote_data = evaluator is evaluate and runner is None and cfg.address is not None and cfg.runner == "ray" \
-            and not readable_here(cfg.eval.data, cfg.eval.data_dir, cfg.eval.holdout)
-        if evaluator is evaluate and not remote_data:
-            if cfg.address is None or cfg.runner == "inline":
-                resolve_device(cfg.eval.device)  # the workers are on this machine
-            check_spec(cfg.eval.data, cfg.eval.data_dir, holdout=cfg.eval.holdout)
-            # the data read once here: the head, metric and proxy length follow it (nasconv.search.task)
-            self.task = bind_task(cfg.eval, self.space, choose_metric=cfg.choose_metric, size_proxy=cfg.size_proxy)
-            cfg = self.cfg = dataclasses.replace(cfg, eval=self.task.eval)
-            self.space = self.task.space
-            if cfg.rungs > 1:
-                ds = load_dataset(cfg.eval.data, data_dir=cfg.eval.data_dir, holdout=cfg.eval.holdout)
-                cfg.fidelity.check_dataset(cfg.eval.train.train_images, len(ds.train_y), cfg.eval.data)
-        if runner is None and cfg.address is not None and cfg.runner == "ray":
-            check_address(cfg.address)
-        if remote_data:
-            self.notes.append(f"note: {cfg.eval.data} is not readable on this machine, so the head keeps "
-                              f"{self.space.num_classes} classes and the proxy is not sized to the data; run the "
-                              "driver where the cluster's data is mounted to fit both")
-        if cfg.screen:  # a space or memory the supernet cannot take: refused before the storage is written
-            check_screenable(self.space, cfg.eval)
         self.storage, self.tables = open_storage(cfg.storage)
         try:
             if self.task is not None:
