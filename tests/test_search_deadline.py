@@ -173,6 +173,18 @@ def test_inline_overrun_is_requeued_sqlite(tmp_path):
     _inline_overrun(f"sqlite:///{tmp_path}/s.db")
 
 
+def test_inline_overrun_is_stopped_with_sigint_ignored(tmp_path):
+    """Under nohup, or in a background job of a shell without job control, SIGINT is ignored and
+    Python's interrupt_main does nothing: the watchdog still stops the evaluation."""
+    import signal
+
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        _inline_overrun(f"sqlite:///{tmp_path}/s.db")
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
 @pytest.mark.slow
 def test_inline_overrun_is_requeued_postgres(postgres_url):
     _inline_overrun(postgres_url)

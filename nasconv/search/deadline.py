@@ -153,8 +153,7 @@ class Deadline:
             with self._lock:
                 if self._armed and not self.fired and self.grace_over():
                     self.fired = True
-                    # as Ctrl-C: through the driver's handler, so held while a trial is told
-                    _thread.interrupt_main(signal.SIGINT)
+                    _interrupt_main()
 
     def close(self) -> None:
         """Stop the watchdog (it never fires after this returns)."""
@@ -163,3 +162,17 @@ class Deadline:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+
+
+def _interrupt_main() -> None:
+    """Stop the main thread as Ctrl-C does: through the driver's SIGINT handler (so held while a
+    trial is told). Where SIGINT is not Python's (ignored under ``nohup`` or in a background job
+    of a shell without job control), ``interrupt_main`` does nothing: the KeyboardInterrupt is
+    then raised in the main thread directly, at its next bytecode."""
+    if callable(signal.getsignal(signal.SIGINT)):
+        _thread.interrupt_main(signal.SIGINT)
+        return
+    import ctypes
+
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(threading.main_thread().ident),
+                                               ctypes.py_object(KeyboardInterrupt))
