@@ -167,16 +167,25 @@ def _prepare_sqlite(url: sa.engine.URL) -> None:
     # Write-ahead logging: a commit appends to the log instead of rewriting pages and syncing
     # twice, and readers (optuna-dashboard, `nasconv pareto`) no longer block the driver. The
     # mode is stored in the file, so every later connection, nasconv's or not, uses it.
-    try:
-        con = sqlite3.connect(db, timeout=SQLITE_TIMEOUT_S)
+    # Switching the mode takes the whole file: drivers opening a new database at the same moment
+    # get "database is locked" at once (SQLite's busy wait does not cover it), so it is retried.
+    give_up = time.monotonic() + SQLITE_TIMEOUT_S
+    while True:
         try:
-            con.execute("PRAGMA journal_mode=WAL").fetchone()
-        finally:
-            con.close()
-    except sqlite3.DatabaseError as exc:
-        if "locked" in str(exc):
-            raise locked_error(url.render_as_string()) from None
-        raise database_problem(exc, db) or StorageError(f"cannot open the SQLite database {db}: {exc}") from None
+            con = sqlite3.connect(db, timeout=SQLITE_TIMEOUT_S)
+            try:
+                if str(con.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+                    con.execute("PRAGMA journal_mode=WAL").fetchone()
+            finally:
+                con.close()
+            return
+        except sqlite3.DatabaseError as exc:
+            if "locked" in str(exc) and time.monotonic() < give_up:
+                time.sleep(random.uniform(0.02, 0.2))
+                continue
+            if "locked" in str(exc):
+                raise locked_error(url.render_as_string()) from None
+            raise database_problem(exc, db) or StorageError(f"cannot open the SQLite database {db}: {exc}") from None
 
 
 def _sqlite_connection_settings(engine: sa.engine.Engine) -> None:
