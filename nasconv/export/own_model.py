@@ -7,7 +7,6 @@ Operators are exported in their training form (no folding)."""
 from __future__ import annotations
 
 import inspect
-import json
 import sys
 import warnings
 from pathlib import Path
@@ -23,6 +22,7 @@ from nasconv.custom.build import BiasedOp
 from nasconv.export.errors import ExportError
 from nasconv.export.module import _FOOTER, _docstring_text, _full_hyper, _py
 from nasconv.export.source import import_line, operator_source
+from nasconv.export.write import write_metadata
 
 #: how the exported file finds and calls the factory, and applies the replacements
 _BUILD = '''
@@ -168,8 +168,5 @@ def write_model_files(tmp: Path, item: Any, paths: dict[str, Path], *, torchscri
             roles.append("onnx")
     finally:
         sys.modules.pop(module.__name__, None)
-    meta["files"] = {role: paths[role].name for role in roles} | {"metadata": paths["metadata"].name}
-    paths["metadata"].write_text(json.dumps(meta, indent=2) + "\n")
-    roles.append("metadata")
-    return roles
+    return write_metadata(meta, paths, roles)
 

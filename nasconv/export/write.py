@@ -200,6 +200,11 @@ def _write_files(tmp: Path, item: ExportItem, arch: ArchSpec, model: nn.Module, 
             roles.append("onnx")
     finally:
         sys.modules.pop(module.__name__, None)
+    return write_metadata(meta, paths, roles)
+
+
+def write_metadata(meta: dict[str, Any], paths: dict[str, Path], roles: list[str]) -> list[str]:
+    """The export's metadata file, naming the files written (``roles``); the roles, metadata last."""
     meta["files"] = {role: paths[role].name for role in roles} | {"metadata": paths["metadata"].name}
     paths["metadata"].write_text(json.dumps(meta, indent=2) + "\n")
     roles.append("metadata")
